@@ -1,0 +1,154 @@
+"""Datasets over `annotations.csv` + `images/`, and the decode-once uint8 cache used for training.
+
+    ds = ImageDataset("data/", transform=eval_transform(pre))           # reads files every time
+    x8 = build_cache("data/", df, pre)                                  # (N,3,R,R) uint8, on disk
+    ds = TensorDataset8(x8, labels, train_transform(pre))               # augments uint8 tensors
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from pokemon_classifier.annotations import default_workers, read_annotations, safe_image_path
+from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.images import load_image
+from pokemon_classifier.presets import resize_size
+
+
+def resolve_paths(data_dir, df: pd.DataFrame) -> list[Path]:
+    """Image paths for df rows; every missing file is listed in one error (not a crash mid-epoch)."""
+    data_dir = Path(data_dir)
+    paths = [safe_image_path(data_dir, n) for n in df["img_name"]]
+    missing = [str(p.relative_to(data_dir)) for p in paths if not p.is_file()]
+    if missing:
+        more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+        raise UserError(f"{data_dir}: {len(missing)} images listed in annotations.csv are missing: "
+                        f"{', '.join(missing[:10])}{more}")
+    return paths
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label = pokemon_id - 1) for every row of annotations.csv (or of `df`)."""
+
+    def __init__(self, data_dir, transform=None, df: pd.DataFrame | None = None):
+        self.data_dir = Path(data_dir)
+        self.df = (read_annotations(data_dir) if df is None else df).reset_index(drop=True)
+        self.paths = resolve_paths(self.data_dir, self.df)
+        self.labels = (self.df["pokemon_id"].to_numpy() - 1).astype(np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        img = load_image(self.paths[i])
+        x = self.transform(img) if self.transform else img
+        return x, int(self.labels[i])
+
+
+class TensorDataset8(Dataset):
+    """Items of a uint8 (N,3,R,R) array/tensor, transformed on the fly (augmentation on uint8)."""
+
+    def __init__(self, images, labels, transform=None):
+        self.images, self.labels, self.transform = images, np.asarray(labels, dtype=np.int64), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i]))
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+
+def fingerprint(data_dir, df: pd.DataFrame) -> str:
+    """Hash of (name, label, size, mtime) of every listed image: identifies the data a model saw."""
+    h = hashlib.sha256()
+    for name, dex in zip(df["img_name"], df["pokemon_id"]):
+        st = safe_image_path(Path(data_dir), name).stat()
+        h.update(f"{name}\0{dex}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
+
+
+def decode_resized(path, res: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Decode, resize the shorter side to `res`, centre crop res x res -> uint8 (3,res,res)."""
+    img = load_image(path)
+    w, h = img.size
+    s = res / min(w, h)
+    nw, nh = max(res, round(w * s)), max(res, round(h * s))
+    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    img = img.resize((nw, nh), resample, reducing_gap=3.0)
+    left, top = (nw - res) // 2, (nh - res) // 2
+    img = img.crop((left, top, left + res, top + res))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _decode_or_error(path, res, interpolation):
+    try:
+        return decode_resized(path, res, interpolation), None
+    except ImageError as e:
+        return None, str(e)
+
+
+def build_cache(data_dir, df: pd.DataFrame, pre: dict, workers: int | None = None,
+                root: Path | None = None, progress: bool = True) -> np.ndarray:
+    """Decode + resize every image once into a (N,3,R,R) uint8 .npy (memory-mapped on re-use).
+
+    Keyed by the data fingerprint and the geometry, so a changed file or size rebuilds it.
+    """
+    res = resize_size(pre)
+    key = f"{fingerprint(data_dir, df)}-{res}-{pre['interpolation']}"
+    root = Path(root) if root else cache_dir()
+    path = root / f"images-{key}.npy"
+    if path.is_file():
+        try:
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape == (len(df), 3, res, res):
+                return np.asarray(arr)
+        except (OSError, ValueError):
+            pass  # corrupt cache: rebuild
+    paths = resolve_paths(data_dir, df)
+    arr = np.empty((len(paths), 3, res, res), dtype=np.uint8)
+    fn = partial(_decode_or_error, res=res, interpolation=pre["interpolation"])
+    workers = workers or default_workers()
+    bar = tqdm(total=len(paths), desc=f"caching {res}px", unit="img", disable=not progress, leave=False)
+    errors = []
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(workers) as ex:
+            results = ex.map(fn, paths, chunksize=16)
+            for i, (a, err) in enumerate(results):
+                arr[i] = a if a is not None else 0
+                if err:
+                    errors.append(err)
+                bar.update()
+    else:
+        for i, p in enumerate(paths):
+            a, err = fn(p)
+            arr[i] = a if a is not None else 0
+            if err:
+                errors.append(err)
+            bar.update()
+    bar.close()
+    if errors:
+        raise UserError(f"{len(errors)} unreadable images (run `pokemon-classifier annotate` to drop them): "
+                        + "; ".join(errors[:5]))
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+    return arr

@@ -1,0 +1,175 @@
+"""Near-duplicate groups by perceptual hash.
+
+    pokemon-classifier dedup data/ [--threshold 4]
+
+For every image: 64-bit pHash of the whole image and of the image cropped to its content box
+(the same picture re-framed or padded differently). Two images are near-duplicates when either
+Hamming distance is <= threshold; groups are connected components of that graph (union-find).
+Hashes are cached on disk keyed by the file's sha256, so a re-run only reads bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageChops
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from tqdm import tqdm
+
+from pokemon_classifier import pokedex
+from pokemon_classifier.annotations import default_workers, read_annotations
+from pokemon_classifier.data import cache_dir, resolve_paths
+from pokemon_classifier.errors import ImageError
+from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text
+from pokemon_classifier.images import load_image
+
+DEFAULT_THRESHOLD = 4
+HASH_VERSION = "phash8-v1"
+
+
+def content_box(img: Image.Image, tol: int = 16) -> Image.Image:
+    """Crop away a uniform border (the colour of the top-left pixel, usually white)."""
+    bg = Image.new("RGB", img.size, img.getpixel((0, 0)))
+    diff = ImageChops.difference(img, bg).convert("L").point(lambda v: 255 if v > tol else 0)
+    box = diff.getbbox()
+    if not box or (box[2] - box[0]) < 8 or (box[3] - box[1]) < 8:
+        return img
+    return img.crop(box)
+
+
+def hash_image(img: Image.Image) -> tuple[int, int]:
+    whole = imagehash.phash(img)
+    crop = imagehash.phash(content_box(img))
+    return int(str(whole), 16), int(str(crop), 16)
+
+
+def _hash_file(args) -> tuple[str, int, int, str]:
+    path, sha = args
+    try:
+        w, c = hash_image(load_image(path))
+        return sha, w, c, ""
+    except ImageError as e:
+        return sha, 0, 0, str(e)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class HashCache:
+    """{sha256: [whole, crop]} in one JSON file, written atomically."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else cache_dir() / f"{HASH_VERSION}.json"
+        try:
+            self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, ValueError):
+            self.data = {}
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data))
+
+
+def compute_hashes(paths, workers: int | None = None, cache: HashCache | None = None,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(whole, crop) pHashes as uint64 arrays, in the order of `paths`."""
+    cache = cache or HashCache()
+    shas = [_sha(p) for p in paths]
+    todo = [(str(p), s) for p, s in zip(paths, shas) if s not in cache.data]
+    todo = list({s: (p, s) for p, s in todo}.values())
+    if todo:
+        workers = workers or default_workers()
+        bar = tqdm(total=len(todo), desc="hashing", unit="img", disable=not progress, leave=False)
+        if workers > 1 and len(todo) > 32:
+            with ProcessPoolExecutor(workers) as ex:
+                results = list(ex.map(_hash_file, todo, chunksize=32))
+                bar.update(len(todo))
+        else:
+            results = []
+            for t in todo:
+                results.append(_hash_file(t))
+                bar.update()
+        bar.close()
+        for sha, w, c, err in results:
+            if not err:
+                cache.data[sha] = [f"{w:016x}", f"{c:016x}"]
+        cache.save()
+    whole = np.zeros(len(paths), dtype=np.uint64)
+    crop = np.zeros(len(paths), dtype=np.uint64)
+    for i, s in enumerate(shas):
+        if s not in cache.data:
+            raise ImageError(f"{paths[i]}: cannot be hashed (unreadable image)")
+        w, c = cache.data[s]
+        whole[i], crop[i] = int(w, 16), int(c, 16)
+    return whole, crop
+
+
+def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j), i < j, with Hamming(hashes[i], hashes[j]) <= threshold (vectorised, chunked)."""
+    rows, cols = [], []
+    n = len(hashes)
+    for start in range(0, n, chunk):
+        block = hashes[start:start + chunk, None] ^ hashes[None, :]
+        d = np.bitwise_count(block)
+        i, j = np.nonzero(d <= threshold)
+        i = i + start
+        keep = i < j
+        rows.append(i[keep])
+        cols.append(j[keep])
+    return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.array([], int), np.array([], int))
+
+
+def group_ids(whole: np.ndarray, crop: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Connected components over the near-duplicate graph; singletons get their own id."""
+    n = len(whole)
+    r1, c1 = near_pairs(whole, threshold)
+    r2, c2 = near_pairs(crop, threshold)
+    r, c = np.concatenate([r1, r2]), np.concatenate([c1, c2])
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def find_groups(data_dir, df: pd.DataFrame | None = None, threshold: int = DEFAULT_THRESHOLD,
+                workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """DataFrame[img_name, group, pokemon_id, group_size] for every annotated image."""
+    df = read_annotations(data_dir) if df is None else df
+    paths = resolve_paths(data_dir, df)
+    whole, crop = compute_hashes(paths, workers=workers, progress=progress)
+    groups = group_ids(whole, crop, threshold)
+    out = pd.DataFrame({"img_name": df["img_name"].to_numpy(), "group": groups,
+                        "pokemon_id": df["pokemon_id"].to_numpy()})
+    out["group_size"] = out.groupby("group")["img_name"].transform("size")
+    return out
+
+
+def summarize(groups: pd.DataFrame) -> dict:
+    dup = groups[groups["group_size"] > 1]
+    per = dup.groupby("group")["pokemon_id"].nunique()
+    cross = per[per > 1].index
+    return {"images": len(groups), "groups": int(dup["group"].nunique()), "images_in_groups": len(dup),
+            "redundant_copies": len(dup) - int(dup["group"].nunique()),
+            "cross_class_groups": len(cross),
+            "cross_class": [sorted(dup[dup["group"] == g]["img_name"].tolist()) for g in cross]}
+
+
+def run(data_dir, out_dir=None, threshold: int = DEFAULT_THRESHOLD, workers=None, echo=print) -> pd.DataFrame:
+    groups = find_groups(data_dir, threshold=threshold, workers=workers)
+    s = summarize(groups)
+    out = Path(out_dir or data_dir) / "dedup.csv"
+    atomic_write_csv(out, groups.sort_values(["group", "img_name"]))
+    echo(f"{s['images']} images: {s['groups']} near-duplicate groups (threshold {threshold}) holding "
+         f"{s['images_in_groups']} images ({s['redundant_copies']} redundant copies)")
+    echo(f"{s['cross_class_groups']} groups span more than one class (likely label errors):")
+    name_of = dict(zip(groups["img_name"], groups["pokemon_id"]))
+    for members in s["cross_class"]:
+        echo("  " + ", ".join(f"{m} ({pokedex.display_name(name_of[m])})" for m in members))
+    echo(f"wrote {out}")
+    return groups

@@ -1,0 +1,152 @@
+"""Train/val/test splits where near-duplicates never straddle a boundary.
+
+    pokemon-classifier split data/ [--val 0.15 --test 0.15 --seed 0] [--random]
+
+Group-aware: every near-duplicate group (dedup.py) lands wholly in one split, stratified by class
+(a group counts for its majority class). `--random` reproduces the original project's leaky split
+so the leak can be measured: the printed report counts val/test images whose group has a member
+in train.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pokemon_classifier import pokedex
+from pokemon_classifier.errors import UserError
+from pokemon_classifier.fileio import atomic_write_csv
+
+SPLITS = ("train", "val", "test")
+SPLITS_CSV = "splits.csv"
+
+
+def _targets(n: int, val: float, test: float) -> tuple[int, int]:
+    """Images of a class to put in val/test; train always keeps at least one."""
+    n_test, n_val = int(round(n * test)), int(round(n * val))
+    if test > 0 and n >= 3:
+        n_test = max(n_test, 1)
+    if val > 0 and n >= 3:
+        n_val = max(n_val, 1)
+    while n_test + n_val > n - 1 and (n_test or n_val):
+        if n_val >= n_test and n_val:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def group_split(groups: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.Series:
+    """Split labels (index aligned with `groups`) from DataFrame[img_name, group, pokemon_id]."""
+    _check_fractions(val, test)
+    rng = np.random.default_rng(seed)
+    g = groups.reset_index(drop=True)
+    sizes = g.groupby("group").size()
+    majority = g.groupby("group")["pokemon_id"].agg(lambda s: s.value_counts().idxmax())
+    split_of_group: dict[int, str] = {}
+    small = []
+    for dex in sorted(majority.unique()):
+        gids = majority[majority == dex].index.to_numpy()
+        gids = gids[rng.permutation(len(gids))]
+        n = int(sizes[gids].sum())
+        n_val, n_test = _targets(n, val, test)
+        if n_val + n_test < round(n * (val + test)) or n < 3:
+            small.append(f"{pokedex.display_name(int(dex))} ({n})")
+        filled = {"test": 0, "val": 0}
+        want = {"test": n_test, "val": n_val}
+        for gid in gids:
+            s = int(sizes[gid])
+            for name in ("test", "val"):
+                # a group goes to test/val only if it does not overshoot the target by more than half
+                if filled[name] < want[name] and filled[name] + s - want[name] <= max(0, s // 2):
+                    split_of_group[gid] = name
+                    filled[name] += s
+                    break
+            else:
+                split_of_group[gid] = "train"
+    if small:
+        warnings.warn("classes too small to fill every split (all kept in train where needed): " + ", ".join(small),
+                      stacklevel=2)
+    return g["group"].map(split_of_group).rename("split")
+
+
+def random_split(groups: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.Series:
+    """The original project's split: images shuffled and cut, ignoring duplicates (stratified by class)."""
+    _check_fractions(val, test)
+    rng = np.random.default_rng(seed)
+    g = groups.reset_index(drop=True)
+    out = pd.Series("train", index=g.index, name="split")
+    for dex, idx in g.groupby("pokemon_id").groups.items():
+        idx = np.asarray(idx)[rng.permutation(len(idx))]
+        n_val, n_test = _targets(len(idx), val, test)
+        out[idx[:n_test]] = "test"
+        out[idx[n_test:n_test + n_val]] = "val"
+    return out
+
+
+def _check_fractions(val: float, test: float) -> None:
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise UserError(f"--val {val} and --test {test} must be fractions with val + test < 1")
+
+
+def leak_report(groups: pd.DataFrame, split: pd.Series) -> dict:
+    """Per split: images whose near-duplicate group has a member in train."""
+    g = groups.reset_index(drop=True).assign(split=split.to_numpy())
+    train_groups = set(g.loc[g["split"] == "train", "group"])
+    rep = {}
+    for s in ("val", "test"):
+        part = g[g["split"] == s]
+        rep[s] = {"n": len(part), "leaked": int(part["group"].isin(train_groups).sum())}
+    return rep
+
+
+def format_leak(rep: dict) -> str:
+    return "; ".join(f"{s}: {v['leaked']} of {v['n']} images have a near-duplicate in train" for s, v in rep.items())
+
+
+def make_splits(groups: pd.DataFrame, val=0.15, test=0.15, seed=0, random=False) -> pd.DataFrame:
+    fn = random_split if random else group_split
+    split = fn(groups, val, test, seed)
+    return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy()})
+
+
+def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: splits file not found (run `pokemon-classifier split`)")
+    df = pd.read_csv(path, dtype={"img_name": str, "split": str})
+    if list(df.columns[:2]) != ["img_name", "split"]:
+        raise UserError(f"{path}: header must be img_name,split")
+    bad = ~df["split"].isin(SPLITS)
+    if bad.any():
+        raise UserError(f"{path}: unknown split {df['split'][bad].iloc[0]!r} (expected train/val/test)")
+    if annotations is not None:
+        missing = set(annotations["img_name"]) - set(df["img_name"])
+        if missing:
+            raise UserError(f"{path}: {len(missing)} annotated images have no split (e.g. {sorted(missing)[0]}); "
+                            f"re-run `pokemon-classifier split`")
+    return df[["img_name", "split"]]
+
+
+def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold=None, workers=None,
+        echo=print) -> pd.DataFrame:
+    from pokemon_classifier import dedup
+
+    thr = dedup.DEFAULT_THRESHOLD if threshold is None else threshold
+    groups = dedup.find_groups(data_dir, threshold=thr, workers=workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = make_splits(groups, val, test, seed, random)
+    for w in caught:
+        echo(f"warning: {w.message}")
+    path = Path(out) if out else Path(data_dir) / SPLITS_CSV
+    atomic_write_csv(path, splits)
+    counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
+    kind = "random (leaky, for comparison)" if random else "group-aware"
+    echo(f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS))
+    echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
+    echo(f"wrote {path}")
+    return splits

@@ -1,0 +1,389 @@
+"""Train a Pokemon classifier: the original recipe by default, resumable and torchrun-ready.
+
+    pokemon-classifier train --data data/ --out runs/mnv3                      # original recipe
+    pokemon-classifier train --data data/ --out runs/lite0 --arch efficientnet_lite0 --pretrained \
+        --img-size 192 --freeze 2 --epochs 12
+    pokemon-classifier train --resume runs/lite0/last.pt                       # after a crash
+    torchrun --nproc_per_node=2 -m pokemon_classifier train --data data/ --out runs/ddp
+
+Recipe defaults (the original project's): mobilenet_v3_large with a 151-way head, cross-entropy,
+Adam lr 1e-3, ExponentialLR(gamma=0.9) stepped per epoch, 25 epochs, batch 64. best.pt holds a
+real copy of the weights of the epoch with the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from pokemon_classifier import __version__, pokedex
+from pokemon_classifier.annotations import read_annotations
+from pokemon_classifier.data import TensorDataset8, build_cache, fingerprint
+from pokemon_classifier.errors import UserError
+from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv
+from pokemon_classifier.models import ARCHS, build_model, freeze_stages, preprocessing, set_frozen_bn_eval
+from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
+from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, help="data folder (annotations.csv + images/)")
+    g.add_argument("--splits", type=Path, help="splits.csv (default: DATA/splits.csv, else made group-aware into OUT)")
+    g.add_argument("--augment", choices=AUGMENTS, default="light")
+    g.add_argument("--img-size", type=int, default=None, help="training/eval crop size (default: the arch's, 224)")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)")
+    g.add_argument("--config", type=Path, help="YAML file whose keys set these options (flags win)")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=list(ARCHS), default="mobilenet_v3_large")
+    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    g.add_argument("--weights-file", help="local ImageNet state_dict for --arch (implies --pretrained)")
+    g.add_argument("--freeze", type=int, default=0, help="freeze the stem and the first N stages")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=25)
+    g.add_argument("--batch-size", type=int, default=64, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--gamma", type=float, default=0.9, help="ExponentialLR decay per epoch")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", type=Path, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
+    g.add_argument("--resume", type=Path, help="continue from OUT/last.pt at the next epoch")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    g.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop an epoch early
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+def init_distributed(device_type: str) -> tuple[int, int, int]:
+    """(rank, world, local_rank); a process group only when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def all_sum(values: list[float], device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
+# ---------------------------------------------------------------- one epoch
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Every epoch's randomness depends only on (seed, epoch, rank): resume == uninterrupted."""
+    s = seed * 100_003 + epoch * 1_009 + rank
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, channels_last: bool,
+                    progress: bool = True, max_batches: int | None = None, desc: str = "train"):
+    model.train()
+    set_frozen_bn_eval(model)
+    tot_loss = correct = n = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
+    for i, (x, y) in enumerate(bar):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+            loss = criterion(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = y.numel()
+        tot_loss += loss.item() * b
+        correct += (out.argmax(1) == y).sum().item()
+        n += b
+        bar.set_postfix(loss=f"{tot_loss / n:.3f}", acc=f"{correct / n:.3f}")
+    secs = time.perf_counter() - t0
+    tot_loss, correct, n = all_sum([tot_loss, correct, n], device)
+    return {"train_loss": tot_loss / max(n, 1), "train_acc": correct / max(n, 1), "train_seconds": secs,
+            "img_per_s": n / max(secs, 1e-9)}
+
+
+@torch.inference_mode()
+def evaluate(model, loader, criterion, device, amp: bool, channels_last: bool, progress: bool = True):
+    model.eval()
+    tot_loss = correct = n = 0.0
+    for x, y in tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False):
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        tot_loss += criterion(out.float(), y).item() * y.numel()
+        correct += (out.argmax(1) == y).sum().item()
+        n += y.numel()
+    tot_loss, correct, n = all_sum([tot_loss, correct, n], device)
+    return {"val_loss": tot_loss / max(n, 1), "val_acc": correct / max(n, 1), "val_n": int(n)}
+
+
+# ---------------------------------------------------------------- checkpoints, metrics, plots
+
+def library_versions() -> dict:
+    import torchvision
+
+    v = {"pokemon_classifier": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+         "python": platform.python_version()}
+    try:
+        import timm
+
+        v["timm"] = timm.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def _plain(obj):
+    """args -> only str/int/float/bool/None/list (weights_only-loadable, JSON-able)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(metrics["epoch"], metrics["train_loss"], "o-", label="train")
+    a.plot(metrics["epoch"], metrics["val_loss"], "o-", label="val")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.legend(), a.set_title("loss")
+    b.plot(metrics["epoch"], metrics["train_acc"], "o-", label="train")
+    b.plot(metrics["epoch"], metrics["val_acc"], "o-", label="val")
+    best = metrics.loc[metrics["val_loss"].idxmin()]
+    b.axvline(best["epoch"], color="grey", ls="--", lw=0.8, label=f"best (epoch {int(best['epoch'])})")
+    b.set_xlabel("epoch"), b.set_ylabel("top-1"), b.legend(), b.set_title("accuracy")
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=90)
+    plt.close(fig)
+
+
+def _load_config(args) -> None:
+    if not args.config:
+        return
+    import yaml
+
+    if not args.config.is_file():
+        raise UserError(f"{args.config}: config file not found")
+    cfg = yaml.safe_load(args.config.read_text()) or {}
+    defaults = vars(get_args_parser().parse_args([]))
+    for k, v in cfg.items():
+        k = k.replace("-", "_")
+        if k not in defaults:
+            raise UserError(f"{args.config}: unknown option {k!r}")
+        if getattr(args, k) == defaults[k]:  # a flag given on the command line wins
+            setattr(args, k, Path(v) if k in ("data", "out", "splits") and v else v)
+
+
+def prepare_splits(args, df: pd.DataFrame, rank: int) -> pd.DataFrame:
+    """img_name -> split, from --splits, DATA/splits.csv, or a fresh group-aware split into OUT."""
+    path = args.splits or (args.data / SPLITS_CSV)
+    if path.is_file():
+        return read_splits(path, df)
+    if args.splits:
+        raise UserError(f"{args.splits}: splits file not found")
+    out = args.out / SPLITS_CSV
+    if rank == 0:
+        from pokemon_classifier import dedup
+
+        groups = dedup.find_groups(args.data, df, progress=args.progress)
+        atomic_write_csv(out, make_splits(groups, seed=args.seed))
+        print(f"no {path}: made a group-aware split into {out}")
+    if dist.is_initialized():
+        dist.barrier()
+    return read_splits(out, df)
+
+
+def main(args) -> int:
+    _load_config(args)
+    resume_ck = None
+    if args.resume:
+        if not args.resume.is_file():
+            raise UserError(f"--resume {args.resume}: file not found")
+        resume_ck = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if "optimizer" not in resume_ck:
+            raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
+        saved = resume_ck["args"]
+        # the run continues with its own recipe; only run-time options may change
+        for k, v in saved.items():
+            if k not in ("resume", "device", "workers", "progress", "threads", "max_batches"):
+                setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)
+    if not args.data:
+        raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
+    if not args.out:
+        raise UserError("--out OUT is required (where best.pt, last.pt and metrics go)")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise UserError("--epochs, --batch-size and --lr must be positive")
+    if args.weights_file:
+        args.pretrained = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, local_rank = init_distributed(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = device.type == "cuda"
+    progress = args.progress and rank == 0
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    df = read_annotations(args.data)
+    splits = prepare_splits(args, df, rank)
+    df = df.merge(splits, on="img_name", how="left")
+    pre = preprocessing(args.arch, args.img_size)
+    class_ids = list(pokedex.IDS)
+
+    # decode + resize once (rank 0 builds the cache, the others reuse it)
+    if rank == 0:
+        images = build_cache(args.data, df, pre, progress=progress)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            images = build_cache(args.data, df, pre, progress=False)
+    labels = df["pokemon_id"].to_numpy() - 1
+    tr = np.flatnonzero(df["split"].to_numpy() == "train")
+    va = np.flatnonzero(df["split"].to_numpy() == "val")
+    if len(tr) == 0 or len(va) == 0:
+        raise UserError(f"{args.data}: need train and val images (got {len(tr)} train, {len(va)} val)")
+    train_ds = TensorDataset8(images[tr], labels[tr], train_transform(pre, args.augment))
+    va_shard = va[rank::world]  # no padding: reduced sums are exact
+    val_ds = TensorDataset8(images[va_shard], labels[va_shard], eval_tensor_transform(pre))
+
+    workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 2) // 2))
+    if world > 1:
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    else:
+        sampler = RandomSampler(train_ds, generator=torch.Generator())
+    loader_gen = torch.Generator()
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
+                              pin_memory=device.type == "cuda", drop_last=False, generator=loader_gen,
+                              persistent_workers=False)
+    val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=workers)
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
+                        weights_file=None if resume_ck else args.weights_file)
+    frozen = freeze_stages(model, args.arch, args.freeze)
+    model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
+
+    start_epoch, best_loss, history = 0, float("inf"), []
+    best_state, best_metrics = None, None
+    if resume_ck:
+        model.load_state_dict(resume_ck["model"])
+        optimizer.load_state_dict(resume_ck["optimizer"])
+        scheduler.load_state_dict(resume_ck["scheduler"])
+        start_epoch = int(resume_ck["epoch"]) + 1
+        best_loss = float(resume_ck.get("best_val_loss", float("inf")))
+        history = list(resume_ck.get("history", []))
+        if rank == 0:
+            print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
+    data_fp = fingerprint(args.data, df)
+    if rank == 0:
+        n_par = sum(p.numel() for p in model.parameters())
+        print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.1f}M frozen) on {device} x{world}; "
+              f"{len(tr)} train / {len(va)} val images at {pre['size']}px; augment {args.augment}; "
+              f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}")
+
+    def checkpoint(state, metrics, epoch, full: bool) -> dict:
+        ck = {"model": state, "arch": args.arch, "class_ids": class_ids,
+              "names": [pokedex.name(i) for i in class_ids], "preprocessing": pre, "metrics": metrics,
+              "epoch": epoch, "args": _plain(vars(args)), "data_fingerprint": data_fp,
+              "versions": library_versions(), "split": "group-aware" if not args.splits else str(args.splits)}
+        if full:
+            ck.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      best_val_loss=best_loss, history=history,
+                      rng={"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np.random.get_state()[1].astype(np.int64))})
+        return ck
+
+    for epoch in range(start_epoch, args.epochs):
+        seed_epoch(args.seed, epoch, rank)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(args.seed * 7919 + epoch)
+        loader_gen.manual_seed(args.seed * 104_729 + epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        m = train_one_epoch(net, train_loader, criterion, optimizer, device, amp, args.channels_last,
+                            progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}")
+        m.update(evaluate(net, val_loader, criterion, device, amp, args.channels_last, progress))
+        scheduler.step()
+        m = {"epoch": epoch + 1, "lr": lr, **m}
+        history.append(m)
+        improved = m["val_loss"] < best_loss
+        if improved:
+            best_loss = m["val_loss"]
+            # a real copy: the original stored model.state_dict() by reference, so its "best" was the last epoch
+            best_state = copy.deepcopy(model.state_dict())
+            best_metrics = dict(m)
+        if rank == 0:
+            if improved:
+                atomic_torch_save(checkpoint(best_state, best_metrics, epoch + 1, full=False), args.out / "best.pt")
+            atomic_torch_save(checkpoint(model.state_dict(), m, epoch, full=True), args.out / "last.pt")
+            hist = pd.DataFrame(history)
+            atomic_write_csv(args.out / "metrics.csv", hist)
+            plot_curves(hist, args.out / "curves.png")
+            print(f"epoch {epoch + 1}/{args.epochs}: train loss {m['train_loss']:.3f} acc {m['train_acc']:.3f} | "
+                  f"val loss {m['val_loss']:.3f} acc {m['val_acc']:.3f} | lr {lr:.2e} | "
+                  f"{m['train_seconds']:.0f}s {m['img_per_s']:.1f} img/s" + (" *best*" if improved else ""),
+                  flush=True)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0

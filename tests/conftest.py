@@ -41,7 +41,11 @@ def draw_shape(shape: str, color, size: int = 96, rng=None) -> Image.Image:
         d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=col)
     else:
         d.ellipse(box, outline=col, width=max(3, r // 3))
-    # a little texture so that pHashes of different images differ
+    # random dark blobs: every image gets its own low-frequency layout, so pHashes differ
+    for _ in range(4):
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        s = int(rng.integers(size // 8, size // 4))
+        d.ellipse((x, y, x + s, y + s), fill=tuple(int(v) for v in rng.integers(0, 90, 3)))
     arr = np.asarray(img).astype(np.int16) + rng.integers(-12, 13, (size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 

@@ -57,16 +57,19 @@ def group_split(groups: pd.DataFrame, val: float = 0.15, test: float = 0.15, see
             small.append(f"{pokedex.display_name(int(dex))} ({n})")
         filled = {"test": 0, "val": 0}
         want = {"test": n_test, "val": n_val}
-        for gid in gids:
+        in_train = 0
+        for k, gid in enumerate(gids):
             s = int(sizes[gid])
+            last_chance = in_train == 0 and k == len(gids) - 1  # every class keeps a group in train
             for name in ("test", "val"):
                 # a group goes to test/val only if it does not overshoot the target by more than half
-                if filled[name] < want[name] and filled[name] + s - want[name] <= max(0, s // 2):
+                if not last_chance and filled[name] < want[name] and filled[name] + s - want[name] <= max(0, s // 2):
                     split_of_group[gid] = name
                     filled[name] += s
                     break
             else:
                 split_of_group[gid] = "train"
+                in_train += s
     if small:
         warnings.warn("classes too small to fill every split (all kept in train where needed): " + ", ".join(small),
                       stacklevel=2)

@@ -173,12 +173,13 @@ def evaluate(model, loader, criterion, device, amp: bool, channels_last: bool, p
 def library_versions() -> dict:
     import torchvision
 
-    v = {"pokemon_classifier": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-         "python": platform.python_version()}
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses
+    v = {"pokemon_classifier": __version__, "torch": str(torch.__version__),
+         "torchvision": str(torchvision.__version__), "python": platform.python_version()}
     try:
         import timm
 
-        v["timm"] = timm.__version__
+        v["timm"] = str(timm.__version__)
     except ImportError:
         pass
     return v
@@ -277,6 +278,9 @@ def main(args) -> int:
     amp = device.type == "cuda"
     progress = args.progress and rank == 0
     args.out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        for stale in args.out.glob(".*.tmp"):  # left by a run killed mid-write; the real files are intact
+            stale.unlink(missing_ok=True)
 
     df = read_annotations(args.data)
     splits = prepare_splits(args, df, rank)

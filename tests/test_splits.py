@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import run_cli
+from pokemon_classifier.splits import group_split, leak_report, random_split
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6)), min_size=5, max_size=200), st.integers(0, 9))
+def test_groups_never_straddle_splits(rows, seed):
+    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(len(rows))],
+                       "group": [g for g, _ in rows], "pokemon_id": [c for _, c in rows]})
+    s = group_split(df, 0.15, 0.15, seed)
+    assert s.isin(["train", "val", "test"]).all()
+    assert (df.assign(s=s).groupby("group")["s"].nunique() == 1).all()
+    assert leak_report(df, s)["val"]["leaked"] == 0 and leak_report(df, s)["test"]["leaked"] == 0
+    # every class with a group of its own (majority) keeps something in train
+    majority = df.groupby("group")["pokemon_id"].agg(lambda x: x.value_counts().idxmax())
+    train_groups = set(df.loc[s == "train", "group"])
+    for cls in majority.unique():
+        assert set(majority[majority == cls].index) & train_groups
+
+
+def test_stratified_fractions_and_determinism():
+    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(600)], "group": np.arange(600),
+                       "pokemon_id": np.repeat([1, 2, 3], 200)})
+    a, b = group_split(df, seed=3), group_split(df, seed=3)
+    assert a.equals(b) and not a.equals(group_split(df, seed=4))
+    for cls in (1, 2, 3):
+        counts = a[df["pokemon_id"] == cls].value_counts()
+        assert counts["train"] == 140 and counts["val"] == 30 and counts["test"] == 30
+
+
+def test_tiny_classes_keep_train():
+    df = pd.DataFrame({"img_name": ["a", "b", "c", "d", "e"], "group": range(5), "pokemon_id": [29, 29, 29, 29, 32]})
+    s = group_split(df)
+    assert (s[df["pokemon_id"] == 32] == "train").all()
+    assert (s[df["pokemon_id"] == 29] == "train").sum() >= 2
+
+
+def test_split_cli_group_aware_vs_random(synth_data):
+    code, out, err = run_cli("split", synth_data, "--seed", "1")
+    assert code == 0, err
+    sp = pd.read_csv(synth_data / "splits.csv")
+    assert set(sp["split"]) == {"train", "val", "test"} and len(sp) == 84
+    assert "val: 0 of" in out and "test: 0 of" in out
+    d = pd.read_csv(synth_data / "dedup.csv") if (synth_data / "dedup.csv").exists() else None
+    leaks = []
+    for seed in range(8):  # the random split leaks planted duplicates for some seed
+        code, out, _ = run_cli("split", synth_data, "--random", "--seed", seed, "--out", synth_data / "r.csv")
+        leaks.append(out)
+    assert any("val: 0 of" not in o or "test: 0 of" not in o for o in leaks)
+
+
+def test_random_split_is_stratified():
+    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(100)], "group": range(100), "pokemon_id": [1] * 100})
+    assert random_split(df).value_counts().to_dict() == {"train": 70, "val": 15, "test": 15}
+
+
+@pytest.mark.parametrize("args", [["--val", "0.6", "--test", "0.5"], ["--val", "-0.1"]])
+def test_bad_fractions(synth_data, args):
+    code, _, err = run_cli("split", synth_data, *args)
+    assert code == 2 and "fractions" in err
+
+
+def test_shared_data_leak_report(shared_data, tmp_path):
+    from pokemon_classifier import dedup
+
+    groups = dedup.find_groups(shared_data, progress=False)
+    g = group_split(groups)
+    r = random_split(groups)
+    assert leak_report(groups, g)["test"]["leaked"] == 0
+    assert leak_report(groups, r)["test"]["leaked"] > 5

@@ -1,0 +1,127 @@
+"""Training on a tiny synthetic set: learns, best != last, resume == uninterrupted, DDP, errors."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+
+FAST = ["--arch", "mobilenet_v3_small", "--img-size", "32", "--batch-size", "16", "--no-progress",
+        "--threads", "1"]
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_three_epochs_learn_well_above_chance(synth_session, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("train", "--data", synth_session, "--out", out, "--arch", "efficientnet_lite0",
+                                "--pretrained", "--img-size", "64", "--epochs", "3", "--batch-size", "16",
+                                "--freeze", "2", "--no-progress", "--lr", "0.003")
+    assert code == 0, err
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m["epoch"]) == [1, 2, 3]
+    assert m["val_acc"].max() >= 0.6  # chance is 1/6
+    for f in ("best.pt", "last.pt", "curves.png", "splits.csv"):
+        assert (out / f).stat().st_size > 0
+    ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    for key in ("arch", "class_ids", "names", "preprocessing", "metrics", "args", "data_fingerprint", "versions"):
+        assert key in ck
+    assert ck["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and ck["preprocessing"]["size"] == 64
+    assert ck["metrics"]["val_loss"] == m["val_loss"].min()
+    assert "optimizer" not in ck
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert {"optimizer", "scheduler", "epoch", "rng"} <= set(last)
+    # the split made on the fly is group-aware: planted duplicates stay together
+    sp = pd.read_csv(out / "splits.csv").set_index("img_name")["split"]
+    assert sp["pikachu017.jpg"] == sp["pikachu001.jpg"]
+
+
+def test_best_is_a_true_copy_not_the_last_epoch(synth_data, tmp_path, monkeypatch):
+    """The original stored model.state_dict() without copying, so its 'best' held the last weights."""
+    from pokemon_classifier import train
+
+    real = train.evaluate
+    losses = iter([1.0, 0.5, 2.0])
+
+    def fake_eval(*a, **k):
+        r = real(*a, **k)
+        r["val_loss"] = next(losses)
+        return r
+
+    monkeypatch.setattr(train, "evaluate", fake_eval)
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "a", "--epochs", "3", *FAST)
+    assert code == 0, err
+    monkeypatch.setattr(train, "evaluate", real)
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "b", "--epochs", "2", *FAST)
+    assert code == 0, err
+    best_a, last_a, last_b = (_weights(tmp_path / p) for p in ("a/best.pt", "a/last.pt", "b/last.pt"))
+    assert torch.load(tmp_path / "a/best.pt", weights_only=True)["epoch"] == 2
+    assert _same(best_a, last_b)  # epoch-2 weights, bit for bit (CPU runs are repeatable)
+    assert not _same(best_a, last_a)
+
+
+def _train_cmd(data, out, epochs, extra=()):
+    return [sys.executable, "-m", "pokemon_classifier", "train", "--data", str(data), "--out", str(out),
+            "--epochs", str(epochs), *FAST, *extra]
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_data, tmp_path):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    out = tmp_path / "killed"
+    # slow the epochs down so the kill lands mid-epoch 2 (one thread, small batches)
+    slow = ["--batch-size", "4", "--img-size", "64"]
+    p = subprocess.Popen(_train_cmd(synth_data, out, 3, slow), env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (out / "curves.png").exists() and time.time() - t0 < 120:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] < 2  # killed before the end
+    # resume continues with the run's own recipe; compare against an uninterrupted run of it
+    ref4 = subprocess.run(_train_cmd(synth_data, tmp_path / "ref4", 3, slow), env=env,
+                          capture_output=True, text=True)
+    assert ref4.returncode == 0
+    res = subprocess.run([sys.executable, "-m", "pokemon_classifier", "train", "--resume", str(out / "last.pt"),
+                          "--no-progress", "--threads", "1"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resumed" in res.stdout
+    assert _same(_weights(out / "last.pt"), _weights(tmp_path / "ref4" / "last.pt"))
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
+    assert not list(out.glob(".*.tmp"))  # temp files of a killed run are swept on resume
+
+
+def test_ddp_two_gloo_processes(synth_data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "pokemon_classifier", "train", "--data", str(synth_data), "--out", str(out), "--epochs", "2",
+           "--device", "cpu", *FAST]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "best.pt").is_file() and len(list(out.glob("*.pt"))) == 2
+    m = pd.read_csv(out / "metrics.csv")
+    assert len(m) == 2 and m["val_n"].iloc[0] == (pd.read_csv(out / "splits.csv")["split"] == "val").sum()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--out", "x"], "--data"), (["--data", "nowhere", "--out", "x"], "annotations.csv"),
+    (["--resume", "missing.pt"], "not found"),
+])
+def test_user_errors(tmp_path, args, msg):
+    code, _, err = run_cli("train", *args, cwd=tmp_path)
+    assert code == 2 and msg in err and "Traceback" not in err

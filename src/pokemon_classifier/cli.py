@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate": ("pokemon_classifier.evaluate", None, "honest metrics, plots and the duplicate-leak report"),
     "calibrate": ("pokemon_classifier.evaluate", "calibrate", "fit temperature scaling on val, store in checkpoint"),
     "predict": ("pokemon_classifier.predict", None, "classify images, folders, globs and videos"),
+    "export": ("pokemon_classifier.export", None, "export to ONNX, checked with ONNX Runtime"),
 }
 
 

@@ -238,3 +238,21 @@ class _SliceLogits(nn.Module):
 
     def forward(self, x):
         return self.model(x)[:, : self.n]
+
+
+def default_weights() -> Path | None:
+    """The best.pt shipped at the repository root (editable installs), else ./best.pt."""
+    for p in (Path(__file__).resolve().parents[2] / "best.pt", Path.cwd() / "best.pt"):
+        if p.is_file():
+            return p
+    return None
+
+
+def resolve_weights(arg) -> Path:
+    if arg:
+        return Path(arg)
+    p = default_weights()
+    if p is None:
+        raise UserError("no --weights given and no best.pt at the repository root: train one with "
+                        "`pokemon-classifier train --data DATA --out runs/x` and pass --weights runs/x/best.pt")
+    return p

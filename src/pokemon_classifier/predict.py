@@ -1,0 +1,273 @@
+"""Classify pictures, folders, globs and videos with a trained checkpoint (or its ONNX export).
+
+    pokemon-classifier predict photo.jpg                       # uses the best.pt shipped at the repo root
+    pokemon-classifier predict --weights runs/x/best.pt photos/ "shots/*.png" --topk 3 --json
+    pokemon-classifier predict clip.mp4 --fps 2                # per-segment timeline + overall top-k
+    pokemon-classifier predict --backend onnx --weights model.onnx photo.jpg
+
+Python:
+    clf = Classifier.load("best.pt")
+    clf.predict("pikachu.jpg")  # {'dex_id': 25, 'name': 'Pikachu', 'probability': 0.98, 'unknown': False, 'topk': [...]}
+
+Open set: a top probability under the checkpoint's `unknown_threshold` (chosen on validation data
+by `pokemon-classifier calibrate`) is reported as `unknown`; override with --threshold.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pokemon_classifier import pokedex
+from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.images import load_image
+from pokemon_classifier.presets import eval_transform
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+class Classifier:
+    """A loaded model plus its preprocessing, class names, temperature and unknown threshold."""
+
+    def __init__(self, run, meta: dict, threshold: float | None = None, backend: str = "torch"):
+        self._run = run  # float tensor (N,3,H,W) -> logits numpy (N,C)
+        self.meta = meta
+        self.backend = backend
+        self.class_ids = [int(i) for i in meta["class_ids"]]
+        self.names = [pokedex.display_name(i) for i in self.class_ids]
+        self.temperature = float(meta.get("temperature", 1.0) or 1.0)
+        self.threshold = float(meta.get("unknown_threshold", 0.0) if threshold is None else threshold)
+        self.transform = eval_transform(meta["preprocessing"])
+
+    @classmethod
+    def load(cls, path=None, backend: str = "torch", device: str = "cpu", threshold: float | None = None,
+             threads: int | None = None) -> "Classifier":
+        from pokemon_classifier.models import resolve_weights
+
+        path = resolve_weights(path)
+        if threads:
+            torch.set_num_threads(threads)
+        if backend == "onnx" or Path(path).suffix == ".onnx":
+            from pokemon_classifier.export import load_onnx
+
+            run, meta = load_onnx(path, threads=threads)
+            return cls(run, meta, threshold, "onnx")
+        if backend != "torch":
+            raise UserError(f"--backend {backend!r}: choose torch or onnx")
+        from pokemon_classifier.models import load_checkpoint
+
+        model, meta = load_checkpoint(path, device)
+        model = model.to(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def run(x: torch.Tensor) -> np.ndarray:
+            return model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+
+        return cls(run, meta, threshold, "torch")
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, item) -> torch.Tensor:
+        """Path, bytes, PIL image or HxWx3 uint8 array -> normalised (3,H,W) tensor."""
+        if isinstance(item, np.ndarray):
+            from PIL import Image
+
+            if item.ndim == 2:
+                item = np.stack([item] * 3, -1)
+            if item.ndim != 3 or item.shape[2] not in (3, 4):
+                raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
+            item = Image.fromarray(item.astype(np.uint8))
+        return self.transform(load_image(item))
+
+    def probs(self, batch: torch.Tensor) -> np.ndarray:
+        logits = self._run(batch)
+        return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy()
+
+    def _result(self, p: np.ndarray, topk: int) -> dict:
+        k = min(topk, len(p))
+        order = np.argsort(-p)[:k]
+        top = [{"dex_id": self.class_ids[i], "name": self.names[i], "probability": float(p[i])} for i in order]
+        best = top[0]
+        unknown = best["probability"] < self.threshold
+        return {"dex_id": None if unknown else best["dex_id"], "name": "unknown" if unknown else best["name"],
+                "probability": best["probability"], "unknown": bool(unknown), "topk": top}
+
+    def predict(self, item, topk: int = 5) -> dict:
+        return self._result(self.probs(self.preprocess(item)[None])[0], topk)
+
+    def predict_batch(self, items, topk: int = 5, batch_size: int = 32, progress: bool = False) -> list[dict]:
+        """One result per item; unreadable items give {'error': '<file>: <reason>'} instead of raising."""
+        results: list[dict | None] = [None] * len(items)
+        bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress, leave=False)
+        for start in range(0, len(items), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(items))))
+            tensors, ok = [], []
+            for i in chunk:
+                try:
+                    tensors.append(self.preprocess(items[i]))
+                    ok.append(i)
+                except ImageError as e:
+                    results[i] = {"error": str(e)}
+            if tensors:
+                for i, p in zip(ok, self.probs(torch.stack(tensors))):
+                    results[i] = self._result(p, topk)
+            bar.update(len(chunk))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ video
+    def predict_video(self, path, fps: float = 2.0, topk: int = 5, batch_size: int = 32) -> dict:
+        """Sample frames at `fps`, classify in batches; timeline of segments + mean-probability top-k."""
+        times, probs = [], []
+        batch, batch_t = [], []
+        for t, frame in iter_video_frames(path, fps):
+            batch.append(self.transform(frame))
+            batch_t.append(t)
+            if len(batch) == batch_size:
+                probs.append(self.probs(torch.stack(batch)))
+                times += batch_t
+                batch, batch_t = [], []
+        if batch:
+            probs.append(self.probs(torch.stack(batch)))
+            times += batch_t
+        if not times:
+            raise ImageError(f"{path}: no frames could be decoded")
+        p = np.concatenate(probs)
+        frames = [self._result(row, topk) for row in p]
+        segments = []
+        step = 1.0 / fps
+        for t, r in zip(times, frames):
+            if segments and segments[-1]["name"] == r["name"]:
+                seg = segments[-1]
+                seg["end"] = t + step
+                seg["probs"].append(r["probability"])
+            else:
+                segments.append({"start": t, "end": t + step, "name": r["name"], "dex_id": r["dex_id"],
+                                 "probs": [r["probability"]]})
+        for s in segments:
+            s["probability"] = float(np.mean(s.pop("probs")))
+        overall = self._result(p.mean(0), topk)
+        return {"frames": len(times), "fps": fps, "segments": segments, "overall": overall}
+
+
+def iter_video_frames(path, fps: float = 2.0):
+    """(time in s, PIL RGB frame) every 1/fps seconds, decoded with PyAV."""
+    try:
+        import av
+    except ImportError:
+        raise UserError("video needs PyAV: pip install av") from None
+    if fps <= 0:
+        raise UserError(f"--fps {fps} must be positive")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise ImageError(f"{path}: not a readable video ({e})") from None
+    with container:
+        stream = container.streams.video[0] if container.streams.video else None
+        if stream is None:
+            raise ImageError(f"{path}: no video stream")
+        next_t = 0.0
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else next_t
+                if t + 1e-6 >= next_t:
+                    yield t, frame.to_image().convert("RGB")
+                    next_t += 1.0 / fps
+        except av.error.FFmpegError as e:
+            raise ImageError(f"{path}: video decoding failed ({e})") from None
+
+
+def expand_inputs(specs) -> list[Path]:
+    """Files, folders (recursive) and globs -> sorted unique paths; a spec that matches nothing is an error."""
+    out, seen = [], set()
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+        elif p.exists():
+            found = [p]
+        else:
+            found = sorted(Path(q) for q in glob.glob(str(spec), recursive=True) if Path(q).is_file())
+            if not found:
+                raise UserError(f"{spec}: no such file, folder or glob match")
+        for q in found:
+            if q not in seen:
+                seen.add(q)
+                out.append(q)
+    return out
+
+
+def _fmt_time(t: float) -> str:
+    return f"{int(t // 60):02d}:{t % 60:04.1f}"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("paths", nargs="+", help="images, folders (recursive), globs, or videos")
+    p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--topk", type=int, default=5)
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
+    fmt.add_argument("--csv", action="store_true", help="CSV: path,dex_id,name,probability,unknown,error")
+    p.add_argument("--threshold", type=float, help="override the checkpoint's 'unknown' threshold (0 disables)")
+    p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+
+
+def main(args) -> int:
+    if args.topk < 1:
+        raise UserError("--topk must be at least 1")
+    paths = expand_inputs(args.paths)
+    clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold)
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
+    images = [p for p in paths if p.suffix.lower() not in VIDEO_EXTENSIONS]
+    writer = csv.writer(sys.stdout) if args.csv else None
+    if writer:
+        writer.writerow(["path", "dex_id", "name", "probability", "unknown", "error"])
+    failures = 0
+    results = clf.predict_batch(images, args.topk, args.batch_size, progress=len(images) > 50 and sys.stderr.isatty())
+    for path, r in zip(images, results):
+        failures += "error" in r
+        _emit(args, writer, str(path), r)
+    for v in videos:
+        try:
+            r = clf.predict_video(v, args.fps, args.topk, args.batch_size)
+        except ImageError as e:
+            failures += 1
+            _emit(args, writer, str(v), {"error": str(e)})
+            continue
+        if args.json:
+            print(json.dumps({"path": str(v), **r}, ensure_ascii=False))
+        elif writer:
+            o = r["overall"]
+            writer.writerow([str(v), o["dex_id"], o["name"], f"{o['probability']:.4f}", o["unknown"], ""])
+        else:
+            print(f"{v}: {r['frames']} frames at {r['fps']:g} fps")
+            for s in r["segments"]:
+                print(f"  {_fmt_time(s['start'])}-{_fmt_time(s['end'])}  {s['name']:<12} {s['probability']:.2f}")
+            print("  overall: " + ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["overall"]["topk"]))
+    if failures:
+        print(f"{failures} of {len(paths)} inputs could not be read", file=sys.stderr)
+    return 1 if failures == len(paths) else 0
+
+
+def _emit(args, writer, path: str, r: dict) -> None:
+    if args.json:
+        print(json.dumps({"path": path, **r}, ensure_ascii=False))
+    elif writer:
+        if "error" in r:
+            writer.writerow([path, "", "", "", "", r["error"]])
+        else:
+            writer.writerow([path, r["dex_id"] or "", r["name"], f"{r['probability']:.4f}", r["unknown"], ""])
+    elif "error" in r:
+        print(f"{path}: error: {r['error']}")
+    else:
+        alts = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["topk"][1:])
+        print(f"{path}: {r['name']} {r['probability']:.2f}" + (f"  ({alts})" if alts else ""))

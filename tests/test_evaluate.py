@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+from pokemon_classifier import pokedex
+from pokemon_classifier.evaluate import fit_temperature, unknown_threshold
+from pokemon_classifier.models import build_model, load_checkpoint, preprocessing
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    torch.manual_seed(0)
+    m = build_model("mobilenet_v3_small")
+    p = tmp_path / "tiny.pt"
+    torch.save({"model": m.state_dict(), "arch": "mobilenet_v3_small", "class_ids": list(pokedex.IDS),
+                "preprocessing": preprocessing("mobilenet_v3_small", 32)}, p)
+    return p
+
+
+def test_json_schema_and_unreadable_counted(synth_data, tiny_ckpt):
+    (synth_data / "images" / "abra003.jpg").write_bytes(b"<html>nope</html>")
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--json")
+    assert code == 0, err
+    r = json.loads(out)  # exactly one JSON object, nothing else
+    assert r["n"] == 83 and r["unreadable"] == 1
+    for k in ("top1", "top5", "macro_f1", "nll", "ece"):
+        assert isinstance(r[k], float) and r[k] >= 0
+    assert 0 <= r["top1"] <= r["top5"] <= 1
+    assert set(r["per_class"]) == {"1", "4", "7", "25", "63", "151"}
+    assert r["per_class"]["63"]["n"] == 13 and 0 <= r["per_class"]["63"]["top1"] <= 1
+
+
+def test_report_files_written(synth_data, tiny_ckpt, tmp_path):
+    run_cli("split", synth_data)
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--split", "test",
+                             "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert "weakest classes" in out and "most confused pairs" in out
+    for f in ("metrics.json", "confusion.png", "top_losses.png", "reliability.png", "report.md"):
+        assert (tmp_path / "rep" / f).stat().st_size > 200, f
+    per = pd.read_csv(tmp_path / "rep" / "per_class.csv")
+    assert len(per) == 6 and set(per.columns) >= {"pokemon_id", "name", "n", "top1"}
+    n_test = (pd.read_csv(synth_data / "splits.csv")["split"] == "test").sum()
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == n_test
+
+
+def test_original_format_checkpoint_evaluates(synth_data, tmp_path):
+    import torchvision
+
+    p = tmp_path / "orig_best.pt"
+    torch.save(torchvision.models.mobilenet_v3_large().state_dict(), p)
+    code, out, err = run_cli("evaluate", "--weights", p, "--data", synth_data, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 84
+
+
+def test_leak_report(synth_data, tiny_ckpt):
+    run_cli("split", synth_data, "--random", "--seed", "3")
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--leak-report", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["with_duplicate_in_train"]["n"] + r["without_duplicate_in_train"]["n"] == r["n"]
+
+
+def test_temperature_and_threshold():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 5))
+    p = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    y = np.array([rng.choice(5, p=row / row.sum()) for row in p])  # labels drawn from softmax(logits): T=1 is calibrated
+    t = fit_temperature(logits * 3.0, y)  # over-confident logits -> T near 3
+    assert 2.5 < t < 3.5
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    thr = unknown_threshold(probs, y, 0.95)
+    correct = probs.argmax(1) == y
+    assert abs((probs.max(1)[correct] >= thr).mean() - 0.95) < 0.01
+
+
+def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
+    run_cli("split", synth_data)
+    code, out, err = run_cli("calibrate", "--weights", tiny_ckpt, "--data", synth_data)
+    assert code == 0, err
+    _, meta = load_checkpoint(tiny_ckpt)
+    assert meta["temperature"] > 0 and 0 <= meta["unknown_threshold"] <= 1

@@ -1,0 +1,103 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CLASSES, draw_shape, run_cli
+from pokemon_classifier import pokedex
+from pokemon_classifier.models import build_model, preprocessing
+from pokemon_classifier.predict import Classifier
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    m = build_model("mobilenet_v3_small")
+    p = tmp_path / "m.pt"
+    torch.save({"model": m.state_dict(), "arch": "mobilenet_v3_small", "class_ids": list(pokedex.IDS),
+                "preprocessing": preprocessing("mobilenet_v3_small", 48), "unknown_threshold": 0.0}, p)
+    return p
+
+
+def test_predict_inputs_of_every_kind(ckpt, tmp_path):
+    clf = Classifier.load(ckpt)
+    img = draw_shape("circle", (40, 160, 60))
+    img.save(tmp_path / "a.png")
+    by_path = clf.predict(tmp_path / "a.png", topk=3)
+    assert len(by_path["topk"]) == 3 and by_path["name"] == pokedex.display_name(by_path["dex_id"])
+    assert sum(t["probability"] for t in by_path["topk"]) <= 1.0 + 1e-6
+    for item in (img, np.asarray(img), (tmp_path / "a.png").read_bytes(), str(tmp_path / "a.png")):
+        assert clf.predict(item)["topk"][0]["probability"] == pytest.approx(by_path["topk"][0]["probability"], abs=1e-5)
+    batch = clf.predict_batch([tmp_path / "a.png", tmp_path / "missing.png", img])
+    assert "error" in batch[1] and "missing.png" in batch[1]["error"]
+    assert batch[0]["dex_id"] == batch[2]["dex_id"]
+
+
+def test_unknown_threshold(ckpt):
+    img = draw_shape("circle", (40, 160, 60))
+    assert Classifier.load(ckpt, threshold=1.01).predict(img)["name"] == "unknown"
+    assert Classifier.load(ckpt, threshold=0.0).predict(img)["name"] != "unknown"
+
+
+def test_cli_json_csv_folders_globs(ckpt, synth_data, tmp_path):
+    (synth_data / "images" / "broken.jpg").write_text("nope")
+    code, out, err = run_cli("predict", "--weights", ckpt, synth_data / "images", "--json", "--topk", "2")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 85 and sum("error" in r for r in rows) == 1
+    assert all(len(r["topk"]) == 2 for r in rows if "error" not in r)
+    code, out, err = run_cli("predict", "--weights", ckpt, str(synth_data / "images" / "abra00*.jpg"), "--csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 9 and rows[0]["name"]
+
+
+def test_cli_errors(ckpt, tmp_path):
+    code, _, err = run_cli("predict", "--weights", ckpt, tmp_path / "nothing*.jpg")
+    assert code == 2 and "no such file" in err
+    code, _, err = run_cli("predict", "--weights", tmp_path / "none.pt", tmp_path)
+    assert code == 2 and "not found" in err
+
+
+def _write_video(path, colors, seconds_each=1.0, fps=10):
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for shape, col in colors:
+            for _ in range(int(seconds_each * fps)):
+                frame = av.VideoFrame.from_image(draw_shape(shape, col, 64))
+                for pkt in s.encode(frame):
+                    c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def test_video_timeline(ckpt, tmp_path):
+    v = tmp_path / "clip.mp4"
+    _write_video(v, [CLASSES[1], CLASSES[4], CLASSES[7]])
+    clf = Classifier.load(ckpt)
+    r = clf.predict_video(v, fps=2)
+    assert r["frames"] == 6
+    assert r["segments"][0]["start"] == 0 and r["segments"][-1]["end"] == pytest.approx(3.0, abs=0.2)
+    assert len(r["overall"]["topk"]) == 5
+    code, out, err = run_cli("predict", "--weights", ckpt, v, "--fps", "4")
+    assert code == 0 and "12 frames at 4 fps" in out and "overall:" in out
+
+
+def test_onnx_export_matches_torch(ckpt, tmp_path):
+    pytest.importorskip("onnxruntime")
+    code, out, err = run_cli("export", "--weights", ckpt, "--onnx", tmp_path / "m.onnx")
+    assert code == 0, err
+    assert "max |Δprob|" in out
+    img = draw_shape("ring", (240, 120, 180))
+    a = Classifier.load(ckpt).predict(img)
+    b = Classifier.load(tmp_path / "m.onnx", backend="onnx").predict(img)
+    assert a["dex_id"] == b["dex_id"] and abs(a["probability"] - b["probability"]) < 1e-4
+    code, out, _ = run_cli("predict", "--backend", "onnx", "--weights", tmp_path / "m.onnx", tmp_path / "m.onnx")
+    assert "error" in out  # an .onnx file is not an image: reported, not fatal

@@ -29,6 +29,7 @@ COMMANDS = {
     "calibrate": ("pokemon_classifier.evaluate", "calibrate", "fit temperature scaling on val, store in checkpoint"),
     "predict": ("pokemon_classifier.predict", None, "classify images, folders, globs and videos"),
     "export": ("pokemon_classifier.export", None, "export to ONNX, checked with ONNX Runtime"),
+    "serve": ("pokemon_classifier.app", None, "the web app + JSON API (http://127.0.0.1:7860)"),
 }
 
 

@@ -1,0 +1,123 @@
+"""The app: a local web page + JSON API for classifying your own pictures, webcam and footage.
+
+    pokemon-classifier serve                       # http://127.0.0.1:7860
+    pokemon-classifier serve --weights runs/x/best.pt --port 8000 --threshold 0.4
+    curl -F file=@pikachu.jpg http://127.0.0.1:7860/api/predict
+
+FastAPI + one static page (no CDN, works offline, phone-sized viewport). Uploads are read into
+memory with a size cap (images) or into a private temp dir that is always removed (videos); no
+name or path from the request ever reaches the file system.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from pokemon_classifier.errors import ImageError, UserError
+
+MAX_UPLOAD = 10 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(upload: UploadFile, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastAPI:
+    app = FastAPI(title="pokemon-classifier", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    lock = threading.Lock()  # one inference at a time: torch already uses every core
+    page = resources.files("pokemon_classifier").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    def too_large():
+        return JSONResponse({"error": f"upload larger than {max_upload // (1024 * 1024)} MB"}, status_code=413)
+
+    @app.middleware("http")
+    async def cap_declared_size(request: Request, call_next):
+        n = request.headers.get("content-length")
+        if request.url.path.startswith("/api/predict") and n and n.isdigit() and int(n) > max_upload + 64 * 1024:
+            return too_large()
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return page
+
+    @app.get("/api/health")
+    def health():
+        return {"status": "ok", "backend": classifier.backend, "arch": classifier.meta.get("arch"),
+                "classes": len(classifier.class_ids), "unknown_threshold": classifier.threshold}
+
+    @app.post("/api/predict")
+    async def predict(file: UploadFile | None = None, k: int = topk):
+        if file is None:
+            return JSONResponse({"error": "send the image as multipart field 'file'"}, status_code=400)
+        try:
+            data = await _read_capped(file, max_upload)
+        except _TooLarge:
+            return too_large()
+        if not data:
+            return JSONResponse({"error": "empty upload"}, status_code=400)
+        try:
+            x = classifier.preprocess(data)
+        except ImageError as e:
+            return JSONResponse({"error": "not a readable image: " + str(e).split(": ", 1)[-1]}, status_code=400)
+        with lock:
+            result = classifier._result(classifier.probs(x[None])[0], max(1, min(k, 151)))
+        return result
+
+    @app.post("/api/predict_video")
+    async def predict_video(file: UploadFile | None = None, fps: float = 2.0, k: int = topk):
+        if file is None:
+            return JSONResponse({"error": "send the video as multipart field 'file'"}, status_code=400)
+        try:
+            data = await _read_capped(file, max_upload)
+        except _TooLarge:
+            return too_large()
+        fps = min(max(fps, 0.1), 10.0)
+        with tempfile.TemporaryDirectory(prefix="pokemon-upload-") as d:
+            path = Path(d) / "upload.bin"  # fixed name: nothing from the request touches the file system
+            path.write_bytes(data)
+            try:
+                with lock:
+                    r = classifier.predict_video(path, fps=fps, topk=max(1, min(k, 151)))
+            except (ImageError, UserError) as e:
+                return JSONResponse({"error": "not a readable video: " + str(e).split(": ", 1)[-1]}, status_code=400)
+        return r
+
+    return app
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
+    p.add_argument("--max-upload-mb", type=float, default=10)
+
+
+def main(args) -> int:
+    import uvicorn
+
+    from pokemon_classifier.predict import Classifier
+
+    clf = Classifier.load(args.weights, backend=args.backend, threshold=args.threshold)
+    app = create_app(clf, int(args.max_upload_mb * 1024 * 1024))
+    print(f"serving on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

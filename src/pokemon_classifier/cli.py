@@ -21,6 +21,7 @@ from pokemon_classifier.errors import UserError
 # subcommand -> module with add_arguments(parser) and main(args); imported lazily so that
 # `pokemon-classifier annotate --help` does not pay for importing torch.
 COMMANDS = {
+    "download": ("pokemon_classifier.scrape", None, "collect images from an image search engine"),
     "annotate": ("pokemon_classifier.commands", "annotate", "scan DATA/images and write annotations.csv"),
     "dedup": ("pokemon_classifier.commands", "dedup", "find near-duplicate groups (perceptual hashes)"),
     "split": ("pokemon_classifier.commands", "split", "group-aware stratified train/val/test split"),

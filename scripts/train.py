@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Thin wrapper kept under the original project's script name: same as `pokemon-classifier train ...`.
+
+    python scripts/train.py --help
+"""
+
+import sys
+
+from pokemon_classifier.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["train", *sys.argv[1:]]))

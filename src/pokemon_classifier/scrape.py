@@ -1,0 +1,514 @@
+"""Collect images per Pokemon from an image search engine into DATA/images/<name><NNN>.<ext>.
+
+    pokemon-classifier download data/ --per-class 100                       # all 151, Bing then DuckDuckGo
+    pokemon-classifier download data/ --classes pikachu "Mr. Mime" --provider duckduckgo --dry-run
+    pokemon-classifier download data/ --provider urls --url-list links.csv    # links you collected
+    python scripts/download_dataset.py data/                                  # the original script name
+
+Google Images needs JavaScript since 2025 and cannot be scraped over plain HTTP, so there is no
+Google provider. Providers are small classes (build request -> parse body -> hits) with an
+injectable base URL; an empty page ends pagination. Every download streams to a temp file and is
+renamed into place only after Pillow verified it; DATA/manifest.csv records where each image came
+from and is written atomically, so a killed run leaves no partial image and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlencode, urlparse
+
+import pandas as pd
+import requests
+from tqdm import tqdm
+
+from pokemon_classifier import pokedex
+from pokemon_classifier.annotations import FORMAT_EXT
+from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.fileio import atomic_write_csv, sha256_file
+
+MANIFEST_COLUMNS = ["img_name", "pokemon_id", "provider", "query", "image_url", "page_url", "sha256",
+                    "width", "height", "fetched_at"]
+DEFAULT_UA = "pokemon-classifier/0.1 (+https://github.com/; dataset builder for a hobby classifier)"
+RETRY_STATUS = {202, 403, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class Hit:
+    image_url: str
+    thumb_url: str = ""
+    page_url: str = ""
+    title: str = ""
+
+
+class FetchError(Exception):
+    """A failed request; `reason` is a short category for the end-of-run summary."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------ HTTP
+
+class HostLimiter:
+    """Politeness per host: at most `per_host` requests in flight and `min_interval` s between starts."""
+
+    def __init__(self, per_host: int = 8, min_interval: float = 0.0):
+        self.per_host, self.min_interval = per_host, min_interval
+        self._lock = threading.Lock()
+        self._sems: dict[str, threading.Semaphore] = {}
+        self._next: dict[str, float] = {}
+        self.intervals: dict[str, float] = {}
+
+    def acquire(self, host: str) -> None:
+        with self._lock:
+            sem = self._sems.setdefault(host, threading.Semaphore(self.per_host))
+        sem.acquire()
+        with self._lock:
+            gap = self.intervals.get(host, self.min_interval)
+            now = time.monotonic()
+            start = max(now, self._next.get(host, now))
+            self._next[host] = start + gap
+        if start > now:
+            time.sleep(start - now)
+
+    def release(self, host: str) -> None:
+        self._sems[host].release()
+
+
+class HttpClient:
+    """One requests.Session: timeouts, capped retries with backoff + jitter, per-host limits, body cap."""
+
+    def __init__(self, user_agent: str = DEFAULT_UA, timeout=(5.0, 15.0), retries: int = 3, backoff: float = 0.5,
+                 max_bytes: int = 20 * 1024 * 1024, per_host: int = 8, min_interval: float = 0.0,
+                 max_redirects: int = 5, pool: int = 32):
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        self.session.max_redirects = max_redirects
+        adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.timeout, self.retries, self.backoff, self.max_bytes = timeout, retries, backoff, max_bytes
+        self.limiter = HostLimiter(per_host, min_interval)
+
+    def _wait(self, attempt: int, retry_after: str | None) -> None:
+        if retry_after:
+            try:
+                time.sleep(min(float(retry_after), 30.0))
+                return
+            except ValueError:
+                pass
+        time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))  # exponential, jittered
+
+    def get(self, url: str, params: dict | None = None, stream_to=None) -> tuple[int, bytes, dict]:
+        """GET with retries. Returns (status, body, headers); body streamed to `stream_to` (a file) if given."""
+        host = urlparse(url).netloc
+        last = None
+        for attempt in range(self.retries + 1):
+            self.limiter.acquire(host)
+            try:
+                with self.session.get(url, params=params, timeout=self.timeout, stream=True) as r:
+                    if r.status_code in RETRY_STATUS and attempt < self.retries:
+                        last = FetchError(f"http {r.status_code}")
+                        retry_after = r.headers.get("Retry-After")
+                    elif r.status_code >= 400 or r.status_code == 202:
+                        raise FetchError(f"http {r.status_code}", url)
+                    else:
+                        declared = r.headers.get("Content-Length")
+                        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                            raise FetchError("too large", f"{declared} bytes")
+                        size, chunks = 0, []
+                        for chunk in r.iter_content(64 * 1024):
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                raise FetchError("too large", f"over {self.max_bytes} bytes")
+                            if stream_to is not None:
+                                stream_to.write(chunk)
+                            else:
+                                chunks.append(chunk)
+                        return r.status_code, b"".join(chunks), dict(r.headers)
+            except requests.exceptions.TooManyRedirects:
+                raise FetchError("redirect loop", url) from None
+            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as e:
+                last = FetchError("timeout" if isinstance(e, requests.exceptions.Timeout) else "connection error", url)
+                retry_after = None
+                if attempt >= self.retries:
+                    raise last from None
+            except requests.exceptions.RequestException as e:
+                raise FetchError("request failed", f"{url} ({type(e).__name__})") from None
+            finally:
+                self.limiter.release(host)
+            if stream_to is not None:
+                stream_to.seek(0)
+                stream_to.truncate()
+            self._wait(attempt, retry_after)
+        raise last or FetchError("failed", url)
+
+
+# ------------------------------------------------------------------ providers
+
+class Provider:
+    name = "base"
+    page_size = 35
+
+    def __init__(self, client: HttpClient, base_url: str | None = None):
+        self.client = client
+        self.base_url = (base_url or self.default_base).rstrip("/")
+
+    default_base = ""
+
+    def search(self, query: str, offset: int, count: int) -> list[Hit]:
+        raise NotImplementedError
+
+
+class BingProvider(Provider):
+    """GET /images/async?q=&first=&count= -> HTML fragment; each result's `m` attribute is JSON."""
+
+    name = "bing"
+    default_base = "https://www.bing.com"
+
+    def search(self, query, offset, count):
+        _, body, _ = self.client.get(f"{self.base_url}/images/async",
+                                     params={"q": query, "first": offset, "count": count, "adlt": "moderate"})
+        return self.parse(body.decode("utf-8", "replace"))
+
+    @staticmethod
+    def parse(html: str) -> list[Hit]:
+        from bs4 import BeautifulSoup
+
+        hits = []
+        for el in BeautifulSoup(html, "html.parser").find_all(attrs={"m": True}):
+            try:
+                m = json.loads(el["m"])
+            except (ValueError, TypeError):
+                continue
+            if isinstance(m, dict) and m.get("murl"):
+                hits.append(Hit(m["murl"], m.get("turl", ""), m.get("purl", ""), m.get("t", "")))
+        return hits
+
+
+class DuckDuckGoProvider(Provider):
+    """GET /?q= for a vqd token, then /i.js?o=json&q=&vqd=&p=1&s=OFFSET -> JSON results[]."""
+
+    name = "duckduckgo"
+    default_base = "https://duckduckgo.com"
+    page_size = 100
+    _VQD = re.compile(r"""vqd\s*[=:]\s*["']?([0-9][0-9-]{3,})""")
+
+    def __init__(self, client, base_url=None):
+        super().__init__(client, base_url)
+        self._vqd: dict[str, str] = {}
+
+    def token(self, query: str) -> str:
+        if query not in self._vqd:
+            _, body, _ = self.client.get(f"{self.base_url}/", params={"q": query, "iax": "images", "ia": "images"})
+            m = self._VQD.search(body.decode("utf-8", "replace"))
+            if not m:
+                raise FetchError("no vqd token", "DuckDuckGo page format changed or rate limited")
+            self._vqd[query] = m.group(1)
+        return self._vqd[query]
+
+    def search(self, query, offset, count):
+        vqd = self.token(query)
+        _, body, _ = self.client.get(f"{self.base_url}/i.js",
+                                     params={"o": "json", "q": query, "vqd": vqd, "p": "1", "s": offset, "l": "us-en"})
+        return self.parse(body)
+
+    @staticmethod
+    def parse(body: bytes) -> list[Hit]:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise FetchError("bad json", "DuckDuckGo i.js did not return JSON") from None
+        return [Hit(r["image"], r.get("thumbnail", ""), r.get("url", ""), r.get("title", ""))
+                for r in data.get("results", []) if r.get("image")]
+
+
+class UrlListProvider(Provider):
+    """Links collected by hand: one URL per line, or CSV `url,class` (class optional)."""
+
+    name = "urls"
+
+    def __init__(self, client, path):
+        super().__init__(client, "")
+        self.by_class: dict[int | None, list[Hit]] = {}
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"--url-list {path}: file not found")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#") or line.lower().startswith("url,"):
+                continue
+            row = next(csv.reader([line]))
+            url, cls = row[0].strip(), (row[1].strip() if len(row) > 1 else "")
+            if not url.startswith(("http://", "https://")):
+                raise UserError(f"--url-list {path}:{n}: not an http(s) URL: {url!r}")
+            dex = pokedex.to_id(cls) if cls else None
+            self.by_class.setdefault(dex, []).append(Hit(url))
+
+    def hits_for(self, dex: int) -> list[Hit]:
+        """URLs labelled with this class, plus unlabelled ones (allowed only when one class is fetched)."""
+        return self.by_class.get(dex, []) + self.by_class.get(None, [])
+
+    def search(self, query, offset, count):
+        raise NotImplementedError("UrlListProvider is not searched")
+
+
+PROVIDERS = {"bing": BingProvider, "duckduckgo": DuckDuckGoProvider}
+
+
+# ------------------------------------------------------------------ the downloader
+
+class Downloader:
+    def __init__(self, data_dir, providers: list[Provider], client: HttpClient, per_class: int = 100,
+                 min_size: int = 64, workers: int = 16, query_template: str = "{name} pokemon",
+                 max_pages: int = 10, progress: bool = True, echo=print):
+        self.data = Path(data_dir)
+        self.images = self.data / "images"
+        self.providers, self.client = providers, client
+        self.per_class, self.min_size, self.workers = per_class, min_size, workers
+        self.query_template, self.max_pages, self.progress, self.echo = query_template, max_pages, progress, echo
+        self.failures: Counter = Counter()
+        self._lock = threading.Lock()
+        self.manifest = self._load_manifest()
+
+    # manifest ---------------------------------------------------------
+    def _load_manifest(self) -> pd.DataFrame:
+        path = self.data / "manifest.csv"
+        if path.is_file():
+            df = pd.read_csv(path, dtype=str).fillna("")
+            missing = set(MANIFEST_COLUMNS) - set(df.columns)
+            if missing:
+                raise UserError(f"{path}: missing columns {sorted(missing)}")
+            return df[MANIFEST_COLUMNS]
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+
+    def _save_manifest(self, rows: list[dict]) -> None:
+        if rows:
+            self.manifest = pd.concat([self.manifest, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)], ignore_index=True)
+        atomic_write_csv(self.data / "manifest.csv", self.manifest)
+
+    def _existing(self, dex: int) -> list[Path]:
+        out = []
+        for p in self.images.glob(f"{pokedex.name(dex)}*"):
+            try:
+                if not p.name.startswith(".") and pokedex.id_from_filename(p.name) == dex:
+                    out.append(p)
+            except UserError:
+                pass
+        return sorted(out)
+
+    def reconcile(self) -> None:
+        """Images on disk without a manifest row (a run killed between rename and manifest write)."""
+        known = set(self.manifest["img_name"])
+        rows = []
+        for p in sorted(self.images.iterdir()) if self.images.is_dir() else []:
+            if p.name.startswith(".") or p.name in known:
+                continue
+            try:
+                dex = pokedex.id_from_filename(p.name)
+            except UserError:
+                continue
+            rows.append({"img_name": p.name, "pokemon_id": dex, "provider": "unknown", "query": "", "image_url": "",
+                         "page_url": "", "sha256": sha256_file(p), "width": "", "height": "",
+                         "fetched_at": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()})
+        if rows:
+            self._save_manifest(rows)
+
+    # search -----------------------------------------------------------
+    def find_hits(self, dex: int, want: int, seen_urls: set) -> tuple[list[Hit], str, str]:
+        """Hits from the first provider in the chain that returns any (fallback on errors/empty)."""
+        query = self.query_template.format(name=pokedex.display_name(dex), id=dex, slug=pokedex.name(dex))
+        for prov in self.providers:
+            if isinstance(prov, UrlListProvider):
+                hits = [h for h in prov.hits_for(dex) if h.image_url not in seen_urls]
+                if hits:
+                    return hits, prov.name, ""
+                continue
+            hits, offset = [], 0
+            try:
+                for _ in range(self.max_pages):
+                    page = prov.search(query, offset, prov.page_size)
+                    if not page:
+                        break  # an empty page ends pagination
+                    new = [h for h in page if h.image_url not in seen_urls and h.image_url not in {x.image_url for x in hits}]
+                    hits += new
+                    offset += len(page)
+                    if len(hits) >= want * 2 or not new:
+                        break
+            except FetchError as e:
+                self.failures[f"search {prov.name}: {e.reason}"] += 1
+            if hits:
+                return hits, prov.name, query
+            self.failures[f"search {prov.name}: no results"] += 1
+        return [], "", query
+
+    # download ---------------------------------------------------------
+    def fetch_one(self, hit: Hit) -> tuple[Path, str, int, int, str]:
+        """Stream to a temp file, verify with Pillow; returns (tmp path, sha256, w, h, ext)."""
+        import hashlib
+        import tempfile
+
+        from PIL import Image
+
+        from pokemon_classifier.images import load_image
+
+        fd, tmp = tempfile.mkstemp(dir=self.images, prefix=".dl-", suffix=".tmp")
+        tmp = Path(tmp)
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                self.client.get(hit.image_url, stream_to=f)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                img = load_image(tmp)
+                with Image.open(tmp) as raw:
+                    fmt = raw.format or ""
+            except ImageError as e:
+                raise FetchError("not an image", str(e).split(": ", 1)[-1]) from None
+            if min(img.size) < self.min_size:
+                raise FetchError("too small", f"{img.size[0]}x{img.size[1]}")
+            if fmt not in FORMAT_EXT:
+                raise FetchError("unsupported format", fmt)
+            return tmp, hashlib.sha256(tmp.read_bytes()).hexdigest(), img.size[0], img.size[1], FORMAT_EXT[fmt]
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def run_class(self, dex: int, dry_run: bool = False) -> int:
+        existing = self._existing(dex)
+        need = self.per_class - len(existing)
+        if need <= 0:
+            return 0
+        mf = self.manifest[self.manifest["pokemon_id"].astype(str) == str(dex)]
+        seen_urls = set(mf["image_url"])
+        hashes = set(mf["sha256"]) | {sha256_file(p) for p in existing if p.name not in set(mf["img_name"])}
+        hits, provider, query = self.find_hits(dex, need, seen_urls)
+        if dry_run:
+            self.echo(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates from {provider or 'nobody'}")
+            for h in hits[:need]:
+                self.echo(f"  {h.image_url}")
+            return 0
+        nums = [int(re.sub(r"\D", "", p.stem[len(pokedex.name(dex)):]) or 0) for p in existing]
+        counter = [max(nums, default=0)]
+        saved_rows: list[dict] = []
+        bar = tqdm(total=need, desc=pokedex.display_name(dex), unit="img", disable=not self.progress, leave=False)
+
+        def work(hit: Hit):
+            with self._lock:
+                if len(saved_rows) >= need:
+                    return
+            try:
+                tmp, sha, w, h, ext = self.fetch_one(hit)
+            except FetchError as e:
+                with self._lock:
+                    self.failures[e.reason] += 1
+                return
+            with self._lock:
+                if sha in hashes or len(saved_rows) >= need:
+                    tmp.unlink(missing_ok=True)
+                    if sha in hashes:
+                        self.failures["duplicate (sha256)"] += 1
+                    return
+                hashes.add(sha)
+                counter[0] += 1
+                name = f"{pokedex.name(dex)}{counter[0]:03d}{ext}"
+                os.replace(tmp, self.images / name)
+                saved_rows.append({"img_name": name, "pokemon_id": dex, "provider": provider, "query": query,
+                                   "image_url": hit.image_url, "page_url": hit.page_url, "sha256": sha,
+                                   "width": w, "height": h,
+                                   "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                bar.update()
+
+        with ThreadPoolExecutor(self.workers) as ex:
+            list(ex.map(work, hits))
+        bar.close()
+        with self._lock:
+            self._save_manifest(saved_rows)
+        return len(saved_rows)
+
+    def run(self, classes: list[int], dry_run: bool = False) -> int:
+        self.images.mkdir(parents=True, exist_ok=True)
+        for stale in self.images.glob(".dl-*.tmp"):  # from a killed run
+            stale.unlink(missing_ok=True)
+        if not dry_run:
+            self.reconcile()
+        total = 0
+        for dex in tqdm(classes, desc="classes", unit="class", disable=not self.progress):
+            total += self.run_class(dex, dry_run)
+        return total
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", type=Path, help="data folder; images go to DATA/images/<name><NNN>.<ext>")
+    p.add_argument("--provider", default="bing,duckduckgo",
+                   help="bing, duckduckgo, urls, or a comma-separated fallback chain")
+    p.add_argument("--url-list", type=Path, help="file of URLs (one per line, or url,class) for --provider urls")
+    p.add_argument("--classes", nargs="+", help="names or dex ids (default: all 151)")
+    p.add_argument("--per-class", type=int, default=100, help="target images per class")
+    p.add_argument("--query-template", default="{name} pokemon", help="{name}, {slug} and {id} are filled in")
+    p.add_argument("--min-size", type=int, default=64, help="minimum width and height in px")
+    p.add_argument("--workers", type=int, default=16, help="concurrent downloads")
+    p.add_argument("--per-host", type=int, default=8, help="max concurrent requests to one host")
+    p.add_argument("--search-interval", type=float, default=1.0, help="seconds between search requests per engine")
+    p.add_argument("--timeout", type=float, default=15.0, help="read timeout in seconds")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest body accepted")
+    p.add_argument("--user-agent", default=DEFAULT_UA)
+    p.add_argument("--base-url", action="append", default=[], metavar="PROVIDER=URL",
+                   help="override a provider's base URL (mirrors, tests)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be fetched, download nothing")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def main(args) -> int:
+    if args.per_class < 1:
+        raise UserError("--per-class must be at least 1")
+    client = HttpClient(args.user_agent, timeout=(5.0, args.timeout), retries=args.retries,
+                        max_bytes=int(args.max_mb * 1024 * 1024), per_host=args.per_host)
+    bases = {}
+    for spec in args.base_url:
+        k, _, v = spec.partition("=")
+        bases[k.strip()] = v.strip()
+    providers: list[Provider] = []
+    for name in [n.strip() for n in args.provider.split(",") if n.strip()]:
+        if name == "urls":
+            if not args.url_list:
+                raise UserError("--provider urls needs --url-list FILE")
+            providers.append(UrlListProvider(client, args.url_list))
+        elif name in PROVIDERS:
+            prov = PROVIDERS[name](client, bases.get(name))
+            client.limiter.intervals[urlparse(prov.base_url).netloc] = args.search_interval
+            providers.append(prov)
+        elif name == "google":
+            raise UserError("google: Google Images needs JavaScript since 2025 and cannot be scraped over plain "
+                            "HTTP; use bing or duckduckgo")
+        else:
+            raise UserError(f"--provider {name!r}: choose from bing, duckduckgo, urls")
+    classes = [pokedex.to_id(c) for c in args.classes] if args.classes else list(pokedex.IDS)
+    for prov in providers:
+        if isinstance(prov, UrlListProvider) and None in prov.by_class and len(classes) != 1:
+            raise UserError(f"--url-list {args.url_list}: lines without a class column need exactly one --classes")
+    dl = Downloader(args.data, providers, client, args.per_class, args.min_size, args.workers,
+                    args.query_template, progress=args.progress)
+    n = dl.run(classes, args.dry_run)
+    if not args.dry_run:
+        print(f"saved {n} images into {args.data / 'images'}; manifest: {args.data / 'manifest.csv'}")
+        print(f"next: pokemon-classifier annotate {args.data}")
+    if dl.failures:
+        print("failures by reason:")
+        for reason, c in dl.failures.most_common():
+            print(f"  {reason}: {c}")
+    return 0

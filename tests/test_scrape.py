@@ -1,0 +1,162 @@
+"""The downloader against a loopback server in the real Bing / DuckDuckGo formats (never the network)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from fake_web import FakeWeb
+from pokemon_classifier.scrape import (BingProvider, Downloader, DuckDuckGoProvider, FetchError, HttpClient,
+                                       UrlListProvider)
+
+GOOD = [f"/img/ok-{i}.jpg" for i in range(1, 6)] + ["/img/png-1", "/img/webp-1"]
+BAD = ["/img/404-1", "/img/500-1", "/img/slow-1", "/img/truncated-1", "/img/html-1", "/img/huge-1",
+       "/img/loop-1", "/img/tiny-1", "/img/dup-1"]
+RECOVER = ["/img/flaky403-1", "/img/ratelimited-1"]
+
+
+def client(**kw):
+    return HttpClient(timeout=(2.0, kw.pop("read", 1.0)), retries=kw.pop("retries", 2), backoff=0.01,
+                      max_bytes=kw.pop("max_bytes", 1024 * 1024), **kw)
+
+
+def test_bing_parse_uses_m_json_not_css_classes():
+    html = ('<div><a class="whatever" m=\'{"murl":"http://x/a.png","turl":"t","purl":"p","t":"Pikachu"}\'></a>'
+            '<a m="not json"></a><a class="iusc" m=\'{"murl":"http://x/b.webp"}\'></a></div>')
+    hits = BingProvider.parse(html)
+    assert [h.image_url for h in hits] == ["http://x/a.png", "http://x/b.webp"] and hits[0].title == "Pikachu"
+
+
+def test_every_failure_mode_and_recovery(tmp_path):
+    with FakeWeb({"Pikachu pokemon": GOOD + BAD + RECOVER}) as web:
+        c = client()
+        dl = Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=100, progress=False, echo=lambda *a: None)
+        n = dl.run([25])
+    files = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert n == len(GOOD) + len(RECOVER) == len(files) == 9
+    assert {"pikachu008.jpg", "pikachu009.jpg"} <= set(files) or len([f for f in files if f.endswith(".jpg")]) == 7
+    assert sum(f.endswith(".png") for f in files) == 1 and sum(f.endswith(".webp") for f in files) == 1
+    f = dl.failures
+    assert f["http 404"] == 1 and f["http 500"] == 1 and f["timeout"] == 1 and f["too large"] == 1
+    assert f["redirect loop"] == 1 and f["too small"] == 1 and f["duplicate (sha256)"] == 1
+    assert f["not an image"] == 2  # truncated + HTML served as image/jpeg
+    assert web.hits["/img/flaky403-1"] == 2 and web.hits["/img/ratelimited-1"] == 2
+    assert web.hits["/img/500-1"] == 3  # capped retries: 1 + 2
+    m = pd.read_csv(tmp_path / "manifest.csv")
+    assert list(m.columns) == ["img_name", "pokemon_id", "provider", "query", "image_url", "page_url", "sha256",
+                               "width", "height", "fetched_at"]
+    assert sorted(m["img_name"]) == files and (m["provider"] == "bing").all() and m["sha256"].is_unique
+    for name in files:
+        Image.open(tmp_path / "images" / name).verify()
+    assert not list((tmp_path / "images").glob(".*"))
+
+
+def test_resized_duplicates_are_kept_for_dedup(tmp_path):
+    with FakeWeb({"Pikachu pokemon": ["/img/ok-1.jpg", "/img/resized-1"]}) as web:
+        c = client()
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, progress=False).run([25]) == 2
+
+
+def test_duckduckgo_and_fallback_chain(tmp_path):
+    with FakeWeb({"Mr. Mime pokemon": GOOD[:3]}, engines=("duckduckgo",)) as web:
+        c = client()
+        ddg = DuckDuckGoProvider(c, web.url)
+        hits = ddg.search("Mr. Mime pokemon", 0, 100)
+        assert len(hits) == 3 and hits[0].image_url.endswith("/img/ok-1.jpg")
+        # bing has nothing for this query (empty page) -> falls back to DuckDuckGo
+        dl = Downloader(tmp_path, [BingProvider(c, web.url), ddg], c, progress=False)
+        assert dl.run([122]) == 3
+        assert dl.failures["search bing: no results"] == 1
+        assert set(pd.read_csv(tmp_path / "manifest.csv")["provider"]) == {"duckduckgo"}
+        assert (tmp_path / "images" / "mr-mime001.jpg").is_file()
+
+
+def test_empty_page_ends_pagination(tmp_path):
+    with FakeWeb({"Mew pokemon": GOOD[:2]}) as web:
+        c = client()
+        dl = Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=50, progress=False, max_pages=1000)
+        assert dl.run([151]) == 2
+        assert sum(r.startswith("/images/async") for r in web.requests) <= 2
+
+
+def test_per_class_target_and_resume_skips(tmp_path):
+    with FakeWeb({"Abra pokemon": GOOD}) as web:
+        c = client()
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, progress=False).run([63]) == 3
+        before = len(web.requests)
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, progress=False).run([63]) == 0
+        assert len(web.requests) == before  # class at target: not even searched
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=5, progress=False).run([63]) == 2
+        assert sorted(p.stem for p in (tmp_path / "images").iterdir())[-1] == "abra005"
+        assert pd.read_csv(tmp_path / "manifest.csv")["image_url"].is_unique
+
+
+def test_url_list_provider(tmp_path):
+    with FakeWeb() as web:
+        lst = tmp_path / "links.csv"
+        lst.write_text(f"url,class\n{web.url}/img/ok-1.jpg,pikachu\n{web.url}/img/ok-2.jpg,Mr. Mime\n")
+        code, out, err = run_cli("download", tmp_path / "d", "--provider", "urls", "--url-list", lst,
+                                 "--classes", "pikachu", "Mr. Mime", "--no-progress")
+        assert code == 0, err
+        assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == ["mr-mime001.jpg", "pikachu001.jpg"]
+
+
+def test_dry_run_fetches_no_images(tmp_path):
+    with FakeWeb({"Pikachu pokemon": GOOD}) as web:
+        code, out, err = run_cli("download", tmp_path, "--classes", "25", "--provider", "bing", "--base-url",
+                                 f"bing={web.url}", "--dry-run", "--search-interval", "0", "--no-progress")
+        assert code == 0, err
+        assert "Pikachu: need 100, 7 candidates from bing" in out
+        assert not any(r.startswith("/img/") for r in web.requests)
+
+
+def test_google_is_refused_clearly(tmp_path):
+    code, _, err = run_cli("download", tmp_path, "--provider", "google")
+    assert code == 2 and "JavaScript" in err
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    items = [f"/img/ok-{i}.jpg" for i in range(1, 41)]
+    with FakeWeb({"Pikachu pokemon": items}, image_delay=0.1) as web:
+        cmd = [sys.executable, "-m", "pokemon_classifier", "download", str(tmp_path), "--classes", "pikachu",
+               "--per-class", "40", "--provider", "bing", "--base-url", f"bing={web.url}", "--workers", "2",
+               "--search-interval", "0", "--no-progress"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.time()
+        img_dir = tmp_path / "images"
+        while time.time() - t0 < 60 and len([f for f in img_dir.glob("pikachu*")] if img_dir.exists() else []) < 5:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        saved = [f for f in img_dir.iterdir() if not f.name.startswith(".")]
+        assert 5 <= len(saved) < 40
+        for f in saved:  # no partial image under a real name
+            Image.open(f).load()
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    files = sorted(f.name for f in img_dir.iterdir())
+    assert len(files) == 40 and not any(f.startswith(".") for f in files)
+    m = pd.read_csv(tmp_path / "manifest.csv")
+    assert sorted(m["img_name"]) == files and m["sha256"].is_unique
+
+
+@pytest.mark.network
+def test_live_bing_returns_results(tmp_path):
+    """Opt-in (pytest --run-network): checks the live Bing format still parses."""
+    hits = BingProvider(HttpClient()).search("pikachu pokemon", 0, 35)
+    assert len(hits) > 5
+
+
+def test_network_guard_blocks_real_addresses():
+    import socket
+
+    s = socket.socket()
+    with pytest.raises(RuntimeError, match="network"):
+        s.connect(("93.184.216.34", 80))
+    s.close()

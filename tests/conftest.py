@@ -18,7 +18,7 @@ CLASSES = {1: ("circle", (40, 160, 60)), 4: ("square", (230, 90, 30)), 7: ("tria
            25: ("diamond", (240, 210, 30)), 63: ("cross", (150, 60, 160)), 151: ("ring", (240, 120, 180))}
 
 
-def draw_shape(shape: str, color, size: int = 96, rng=None) -> Image.Image:
+def draw_shape(shape: str, color, size: int = 96, rng=None, clutter: bool = True) -> Image.Image:
     rng = rng or np.random.default_rng(0)
     bg = tuple(int(v) for v in rng.integers(200, 256, 3))
     img = Image.new("RGB", (size, size), bg)
@@ -42,15 +42,16 @@ def draw_shape(shape: str, color, size: int = 96, rng=None) -> Image.Image:
     else:
         d.ellipse(box, outline=col, width=max(3, r // 3))
     # random dark blobs: every image gets its own low-frequency layout, so pHashes differ
-    for _ in range(4):
+    for _ in range(4 if clutter else 0):
         x, y = (int(v) for v in rng.integers(0, size, 2))
-        s = int(rng.integers(size // 8, size // 4))
-        d.ellipse((x, y, x + s, y + s), fill=tuple(int(v) for v in rng.integers(0, 90, 3)))
+        s = int(rng.integers(size // 10, size // 6))
+        d.ellipse((x, y, x + s, y + s), fill=tuple(int(v) for v in rng.integers(120, 190, 1)) * 3)
     arr = np.asarray(img).astype(np.int16) + rng.integers(-12, 13, (size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def make_dataset(root: Path, per_class: int = 12, dups: int = 2, seed: int = 0, size: int = 96) -> Path:
+def make_dataset(root: Path, per_class: int = 12, dups: int = 2, seed: int = 0, size: int = 96,
+                 clutter: bool = True) -> Path:
     """root/images/<name><NNN>.jpg + annotations.csv; `dups` near-duplicates per class (resized, re-encoded)."""
     from pokemon_classifier import pokedex
 
@@ -61,7 +62,7 @@ def make_dataset(root: Path, per_class: int = 12, dups: int = 2, seed: int = 0, 
     for dex, (shape, color) in CLASSES.items():
         name = pokedex.name(dex)
         for k in range(1, per_class + 1):
-            img = draw_shape(shape, color, size, rng)
+            img = draw_shape(shape, color, size, rng, clutter)
             fn = f"{name}{k:03d}.jpg"
             img.save(img_dir / fn, quality=92)
             rows.append((fn, dex))

@@ -25,6 +25,7 @@ COMMANDS = {
     "annotate": ("pokemon_classifier.commands", "annotate", "scan DATA/images and write annotations.csv"),
     "dedup": ("pokemon_classifier.commands", "dedup", "find near-duplicate groups (perceptual hashes)"),
     "split": ("pokemon_classifier.commands", "split", "group-aware stratified train/val/test split"),
+    "clean": ("pokemon_classifier.clean", None, "find broken files, duplicates, wrong labels; review; apply/undo"),
     "train": ("pokemon_classifier.train", None, "train a classifier (resumable, torchrun-ready)"),
     "evaluate": ("pokemon_classifier.evaluate", None, "honest metrics, plots and the duplicate-leak report"),
     "calibrate": ("pokemon_classifier.evaluate", "calibrate", "fit temperature scaling on val, store in checkpoint"),

@@ -1,0 +1,58 @@
+"""Penultimate-layer features of a backbone, cached on disk by file content (used by `clean`).
+
+    feats = extract_features(data_dir, df)                  # ImageNet efficientnet_lite0, offline weights
+    feats = extract_features(data_dir, df, weights="best.pt")  # or a trained checkpoint's backbone
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pokemon_classifier.data import build_cache, cache_dir, fingerprint
+from pokemon_classifier.models import build_model, load_checkpoint, preprocessing
+from pokemon_classifier.presets import eval_tensor_transform
+
+
+def _embedder(model, arch: str):
+    if arch == "efficientnet_lite0":
+        return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
+
+    def mobilenet(x):
+        m = getattr(model, "model", model)  # original-format wrapper
+        return m.classifier[:-1](torch.flatten(m.avgpool(m.features(x)), 1))
+
+    return mobilenet
+
+
+@torch.inference_mode()
+def extract_features(data_dir, df, weights=None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    if weights:
+        model, meta = load_checkpoint(weights)
+        arch, pre, tag = meta["arch"], meta["preprocessing"], hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
+    else:
+        arch, pre, tag = "efficientnet_lite0", preprocessing("efficientnet_lite0"), "imagenet-lite0"
+        model = build_model(arch, num_classes=1000, pretrained=True)
+    key = f"features-{tag}-{fingerprint(data_dir, df)}.npy"
+    path = cache_dir() / key
+    if path.is_file():
+        return np.load(path)
+    model = model.eval().to(memory_format=torch.channels_last)
+    embed = _embedder(model, arch)
+    images = build_cache(data_dir, df, pre, progress=progress)
+    tf = eval_tensor_transform(pre)
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress, leave=False):
+        x = torch.stack([tf(torch.from_numpy(np.ascontiguousarray(a))) for a in images[start:start + batch_size]])
+        out.append(embed(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    feats = np.concatenate(out).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, feats)
+    tmp.replace(path)
+    return feats

@@ -125,3 +125,25 @@ def test_ddp_two_gloo_processes(synth_data, tmp_path):
 def test_user_errors(tmp_path, args, msg):
     code, _, err = run_cli("train", *args, cwd=tmp_path)
     assert code == 2 and msg in err and "Traceback" not in err
+
+
+def test_micro_batches_give_the_same_update_as_the_full_batch():
+    """Gradient accumulation over micro-batches == one step on the whole batch (no BatchNorm here)."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pokemon_classifier.train import train_one_epoch
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 4, 4), torch.randint(0, 5, (64,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=64)
+    results = []
+    for micro in (None, 16):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        m = train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, torch.device("cpu"), False, False,
+                            progress=False, micro_batch=micro)
+        results.append((model[1].weight.detach().clone(), m["train_loss"]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)

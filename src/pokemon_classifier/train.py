@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=25)
     g.add_argument("--batch-size", type=int, default=64, help="per process")
+    g.add_argument("--micro-batch", type=int, default=None,
+                   help="split each batch into chunks of this size and accumulate gradients: same update, "
+                        "~2x faster on CPU where big activations fall out of cache (default: 32 on CPU, off on GPU)")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--gamma", type=float, default=0.9, help="ExponentialLR decay per epoch")
     g.add_argument("--label-smoothing", type=float, default=0.0)
@@ -121,7 +124,8 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
 
 
 def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, channels_last: bool,
-                    progress: bool = True, max_batches: int | None = None, desc: str = "train"):
+                    progress: bool = True, max_batches: int | None = None, desc: str = "train",
+                    micro_batch: int | None = None):
     model.train()
     set_frozen_bn_eval(model)
     tot_loss = correct = n = 0.0
@@ -134,17 +138,20 @@ def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, chan
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-            loss = criterion(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         b = y.numel()
-        tot_loss += loss.item() * b
-        correct += (out.argmax(1) == y).sum().item()
+        optimizer.zero_grad(set_to_none=True)
+        step = micro_batch or b
+        for s in range(0, b, step):  # gradient accumulation: the mean loss over the whole batch
+            xs, ys = x[s:s + step], y[s:s + step]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(xs)
+                loss = criterion(out, ys)
+            (loss * (ys.numel() / b)).backward()
+            tot_loss += loss.item() * ys.numel()
+            correct += (out.argmax(1) == ys).sum().item()
+        optimizer.step()
         n += b
-        bar.set_postfix(loss=f"{tot_loss / n:.3f}", acc=f"{correct / n:.3f}")
+        bar.set_postfix(loss=f"{tot_loss / max(n, 1):.3f}", acc=f"{correct / max(n, 1):.3f}")
     secs = time.perf_counter() - t0
     tot_loss, correct, n = all_sum([tot_loss, correct, n], device)
     return {"train_loss": tot_loss / max(n, 1), "train_acc": correct / max(n, 1), "train_seconds": secs,
@@ -258,7 +265,7 @@ def main(args) -> int:
         saved = resume_ck["args"]
         # the run continues with its own recipe; only run-time options may change
         for k, v in saved.items():
-            if k not in ("resume", "device", "workers", "progress", "threads", "max_batches"):
+            if k not in ("resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"):
                 setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)
     if not args.data:
         raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
@@ -327,6 +334,9 @@ def main(args) -> int:
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
 
+    micro = args.micro_batch if args.micro_batch is not None else (32 if device.type == "cpu" else None)
+    if micro is not None and micro <= 0:
+        micro = None
     start_epoch, best_loss, history = 0, float("inf"), []
     best_state, best_metrics = None, None
     if resume_ck:
@@ -365,7 +375,8 @@ def main(args) -> int:
         loader_gen.manual_seed(args.seed * 104_729 + epoch)
         lr = optimizer.param_groups[0]["lr"]
         m = train_one_epoch(net, train_loader, criterion, optimizer, device, amp, args.channels_last,
-                            progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}")
+                            progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
+                            micro_batch=micro)
         m.update(evaluate(net, val_loader, criterion, device, amp, args.channels_last, progress))
         scheduler.step()
         m = {"epoch": epoch + 1, "lr": lr, **m}

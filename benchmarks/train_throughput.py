@@ -1,0 +1,87 @@
+"""python benchmarks/train_throughput.py ../shared/data/pokemon [--arch mobilenet_v3_large] [--size 224] [--batches 6]
+
+Training img/s, side by side in one run, same arch, image size and batch:
+  original-style: decode + resize with PIL per sample every epoch, no workers, NCHW
+  ours:           decode + resize once into a uint8 cache, augment uint8 tensors, channels_last
+                  (optionally --freeze N stages when pretrained)
+Steps are timed after one warm-up batch; the cache build is reported separately (paid once).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2 as T
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
+
+from pokemon_classifier.annotations import read_annotations  # noqa: E402
+from pokemon_classifier.data import ImageDataset, TensorDataset8, build_cache  # noqa: E402
+from pokemon_classifier.models import build_model, freeze_stages, preprocessing, set_frozen_bn_eval  # noqa: E402
+from pokemon_classifier.presets import train_transform  # noqa: E402
+
+
+def steps(model, loader, n, channels_last):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    model.train()
+    set_frozen_bn_eval(model)
+    it = iter(loader)
+    seen, t0 = 0, None
+    for i in range(n + 1):
+        x, y = next(it)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i == 0:
+            t0 = time.perf_counter()  # after the warm-up batch
+        else:
+            seen += len(y)
+    return seen / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", nargs="?", default="../shared/data/pokemon")
+    ap.add_argument("--arch", default="mobilenet_v3_large")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--freeze", type=int, default=0)
+    ap.add_argument("--pretrained", action="store_true")
+    ap.add_argument("--skip-original", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    df = read_annotations(args.data).sample(frac=1, random_state=0).reset_index(drop=True)
+    pre = preprocessing(args.arch, args.size)
+    mode = T.InterpolationMode.BICUBIC if pre["interpolation"] == "bicubic" else T.InterpolationMode.BILINEAR
+    print(f"{args.arch} at {args.size}px, batch {args.batch}, {args.batches} timed batches; {machine()}")
+    if not args.skip_original:
+        orig_tf = T.Compose([T.Resize((args.size, args.size), interpolation=mode), T.RandomHorizontalFlip(),
+                             T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre["mean"], pre["std"])])
+        ds = ImageDataset(args.data, orig_tf, df.head(args.batch * (args.batches + 1)))
+        model = build_model(args.arch, pretrained=args.pretrained)
+        r0 = steps(model, DataLoader(ds, args.batch, shuffle=False, num_workers=0), args.batches, False)
+        print(f"original-style (PIL decode+resize per sample, NCHW): {r0:.1f} img/s", flush=True)
+    t = time.perf_counter()
+    imgs = build_cache(args.data, df, pre, progress=False)
+    print(f"cache: {len(df)} images decoded+resized once in {time.perf_counter() - t:.0f} s (reused by every epoch/run)")
+    ds = TensorDataset8(imgs, df["pokemon_id"] - 1, train_transform(pre, "light"))
+    model = build_model(args.arch, pretrained=args.pretrained)
+    freeze_stages(model, args.arch, args.freeze)
+    model = model.to(memory_format=torch.channels_last)
+    r1 = steps(model, DataLoader(ds, args.batch, shuffle=True, num_workers=0), args.batches, True)
+    print(f"ours (uint8 cache, uint8 augment, channels_last{', freeze ' + str(args.freeze) if args.freeze else ''}): "
+          f"{r1:.1f} img/s", flush=True)
+    if not args.skip_original:
+        print(f"speed-up: {r1 / r0:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

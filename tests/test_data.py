@@ -51,6 +51,20 @@ def test_cache_matches_direct_pipeline_and_is_reused(synth_data, tmp_path):
 def test_train_transform_shapes():
     pre = preprocessing("mobilenet_v3_large", 32)
     x = torch.randint(0, 255, (3, 37, 37), dtype=torch.uint8)
-    for aug in ("none", "light", "strong"):
+    for aug in ("none", "light", "style", "strong"):
         y = train_transform(pre, aug)(x)
         assert y.shape == (3, 32, 32) and y.dtype == torch.float32
+
+
+def test_lowres_makes_blocky_images():
+    from pokemon_classifier.presets import LowRes
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (3, 96, 96), dtype=torch.uint8)
+    y = LowRes(p=1.0, low=24, high=24)(x)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    # 24 px of information left: neighbouring pixels are far more alike than in the noise it came from
+    def roughness(t):
+        return (t[:, :, 1:].float() - t[:, :, :-1].float()).abs().mean()
+    assert roughness(y) < 0.5 * roughness(x)
+    assert torch.equal(LowRes(p=0.0)(x), x)

@@ -10,7 +10,25 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-AUGMENTS = ("none", "light", "strong")
+AUGMENTS = ("none", "light", "style", "strong")
+
+
+class LowRes(torch.nn.Module):
+    """Shrink to a random 24..64 px and blow back up (nearest or bilinear): looks like a game sprite or
+    a thumbnail, so the model stops relying on detail that sprites and icons do not have."""
+
+    def __init__(self, p: float = 0.25, low: int = 24, high: int = 64):
+        super().__init__()
+        self.p, self.low, self.high = p, low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return x
+        h, w = x.shape[-2:]
+        s = int(torch.randint(self.low, self.high + 1, ()))
+        small = T.functional.resize(x, [s, s], antialias=True)
+        mode = InterpolationMode.NEAREST if torch.rand(()) < 0.5 else InterpolationMode.BILINEAR
+        return T.functional.resize(small, [h, w], interpolation=mode, antialias=False)
 
 
 def interp(name: str) -> InterpolationMode:
@@ -30,11 +48,13 @@ def train_transform(pre: dict, augment: str = "light") -> T.Compose:
     if augment == "none":
         ops = [T.CenterCrop(size)]
     else:
-        scale = (0.35, 1.0) if augment == "light" else (0.2, 1.0)
+        scale = (0.2, 1.0) if augment == "strong" else (0.35, 1.0)
         ops = [T.RandomResizedCrop(size, scale=scale, interpolation=mode, antialias=True),
                T.RandomHorizontalFlip()]
-        if augment == "light":
+        if augment in ("light", "style"):
             ops.append(T.ColorJitter(0.2, 0.2, 0.2))
+        if augment == "style":  # other picture styles: sprites, greyscale Game Boy art, flat colours
+            ops += [LowRes(0.25), T.RandomGrayscale(0.15), T.RandomPosterize(4, p=0.1)]
         else:
             ops += [T.TrivialAugmentWide(interpolation=mode), T.RandomGrayscale(0.05)]
     ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(pre["mean"], pre["std"])]

@@ -48,12 +48,21 @@ def test_cache_matches_direct_pipeline_and_is_reused(synth_data, tmp_path):
     assert (ds_cached[3][0] - ds_direct[3][0]).abs().mean() < 0.05
 
 
-def test_train_transform_shapes():
-    pre = preprocessing("mobilenet_v3_large", 32)
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "efficientnet_lite0"])  # bilinear and bicubic
+def test_train_transform_shapes(arch):
+    pre = preprocessing(arch, 32)
     x = torch.randint(0, 255, (3, 37, 37), dtype=torch.uint8)
     for aug in ("none", "light", "style", "strong"):
-        y = train_transform(pre, aug)(x)
-        assert y.shape == (3, 32, 32) and y.dtype == torch.float32
+        for _ in range(20):  # random ops: exercise many draws
+            y = train_transform(pre, aug)(x)
+            assert y.shape == (3, 32, 32) and y.dtype == torch.float32
+
+
+def test_presets_contain_what_they_say():
+    pre = preprocessing("efficientnet_lite0", 32)
+    names = {a: {type(t).__name__ for t in train_transform(pre, a).transforms} for a in ("light", "style", "strong")}
+    assert "TrivialAugmentWide" not in names["light"] | names["style"] and "TrivialAugmentWide" in names["strong"]
+    assert "LowRes" in names["style"] and "LowRes" not in names["light"]
 
 
 def test_lowres_makes_blocky_images():

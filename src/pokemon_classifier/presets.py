@@ -55,8 +55,8 @@ def train_transform(pre: dict, augment: str = "light") -> T.Compose:
             ops.append(T.ColorJitter(0.2, 0.2, 0.2))
         if augment == "style":  # other picture styles: sprites, greyscale Game Boy art, flat colours
             ops += [LowRes(0.25), T.RandomGrayscale(0.15), T.RandomPosterize(4, p=0.1)]
-        else:
-            ops += [T.TrivialAugmentWide(interpolation=mode), T.RandomGrayscale(0.05)]
+        if augment == "strong":  # TrivialAugment's affine ops support only nearest/bilinear on tensors
+            ops += [T.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR), T.RandomGrayscale(0.05)]
     ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(pre["mean"], pre["std"])]
     if augment == "strong":
         ops.append(T.RandomErasing(0.25))

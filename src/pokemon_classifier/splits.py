@@ -53,7 +53,7 @@ def group_split(groups: pd.DataFrame, val: float = 0.15, test: float = 0.15, see
         gids = gids[rng.permutation(len(gids))]
         n = int(sizes[gids].sum())
         n_val, n_test = _targets(n, val, test)
-        if n_val + n_test < round(n * (val + test)) or n < 3:
+        if (val > 0 and n_val == 0) or (test > 0 and n_test == 0):
             small.append(f"{pokedex.display_name(int(dex))} ({n})")
         filled = {"test": 0, "val": 0}
         want = {"test": n_test, "val": n_val}

@@ -93,3 +93,16 @@ def run_cli(*args, cwd=None):
     finally:
         os.chdir(old)
     return code, out.getvalue(), err.getvalue()
+
+
+def tiny_checkpoint(path: Path, size: int = 32, arch: str = "mobilenet_v3_small", **extra) -> Path:
+    """A randomly initialised checkpoint in the project's format (seeded, so outputs are repeatable)."""
+    import torch
+
+    from pokemon_classifier import pokedex
+    from pokemon_classifier.models import build_model, preprocessing
+
+    torch.manual_seed(0)
+    torch.save({"model": build_model(arch).state_dict(), "arch": arch, "class_ids": list(pokedex.IDS),
+                "preprocessing": preprocessing(arch, size), **extra}, path)
+    return path

@@ -8,12 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
-from PIL import Image
 
-from conftest import CLASSES, draw_shape
+from conftest import CLASSES, draw_shape, tiny_checkpoint
 from pokemon_classifier import pokedex
-from pokemon_classifier.models import build_model, preprocessing
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -26,12 +23,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def clf(tmp_path_factory):
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("m") / "m.pt"
-    torch.save({"model": build_model("mobilenet_v3_small").state_dict(), "arch": "mobilenet_v3_small",
-                "class_ids": list(pokedex.IDS), "preprocessing": preprocessing("mobilenet_v3_small", 64),
-                "unknown_threshold": 0.0}, p)
-    return Classifier.load(p)
+    return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt", 64, unknown_threshold=0.0))
 
 
 def _png(shape="circle") -> bytes:
@@ -41,8 +33,6 @@ def _png(shape="circle") -> bytes:
 
 
 def test_api_predict_health_and_errors(clf, tmp_path, monkeypatch):
-    written = []
-    real_open = open
     c = TestClient(create_app(clf))
     assert c.get("/api/health").json()["classes"] == 151
     r = c.post("/api/predict", files={"file": ("../../etc/evil.png", _png(), "image/png")})
@@ -64,7 +54,6 @@ def test_api_video(clf, tmp_path):
 
     v = tmp_path / "v.mp4"
     _write_video(v, [CLASSES[1], CLASSES[4]])
-    before = set(p.name for p in tmp_path.parent.glob("pokemon-upload-*"))
     c = TestClient(create_app(clf))
     r = c.post("/api/predict_video?fps=2", files={"file": ("v.mp4", v.read_bytes(), "video/mp4")})
     assert r.status_code == 200, r.text

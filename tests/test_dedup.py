@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pandas as pd
 
@@ -33,7 +31,6 @@ def test_dedup_cli_finds_planted_duplicates_and_caches(synth_data):
         assert by_name[f"{name}013.jpg"] == by_name[f"{name}001.jpg"]
         assert by_name[f"{name}014.jpg"] == by_name[f"{name}002.jpg"]
     assert "12 near-duplicate groups" in out
-    t = time.perf_counter()
     code, out2, _ = run_cli("dedup", synth_data)
     assert code == 0 and out2.splitlines()[0] == out.splitlines()[0]
 

@@ -5,20 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
-from pokemon_classifier import pokedex
+from conftest import run_cli, tiny_checkpoint
 from pokemon_classifier.evaluate import fit_temperature, unknown_threshold
-from pokemon_classifier.models import build_model, load_checkpoint, preprocessing
+from pokemon_classifier.models import load_checkpoint
 
 
 @pytest.fixture
 def tiny_ckpt(tmp_path):
-    torch.manual_seed(0)
-    m = build_model("mobilenet_v3_small")
-    p = tmp_path / "tiny.pt"
-    torch.save({"model": m.state_dict(), "arch": "mobilenet_v3_small", "class_ids": list(pokedex.IDS),
-                "preprocessing": preprocessing("mobilenet_v3_small", 32)}, p)
-    return p
+    return tiny_checkpoint(tmp_path / "tiny.pt", 32)
 
 
 def test_json_schema_and_unreadable_counted(synth_data, tiny_ckpt):

@@ -1,6 +1,5 @@
 """The package installs as documented: pins in step, console command, python -m, --help everywhere."""
 
-import re
 import subprocess
 import sys
 from pathlib import Path

@@ -4,23 +4,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from conftest import CLASSES, draw_shape, run_cli
+from conftest import CLASSES, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import pokedex
-from pokemon_classifier.models import build_model, preprocessing
 from pokemon_classifier.predict import Classifier
 
 
 @pytest.fixture
 def ckpt(tmp_path):
-    torch.manual_seed(0)
-    m = build_model("mobilenet_v3_small")
-    p = tmp_path / "m.pt"
-    torch.save({"model": m.state_dict(), "arch": "mobilenet_v3_small", "class_ids": list(pokedex.IDS),
-                "preprocessing": preprocessing("mobilenet_v3_small", 48), "unknown_threshold": 0.0}, p)
-    return p
+    return tiny_checkpoint(tmp_path / "m.pt", 48, unknown_threshold=0.0)
 
 
 def test_predict_inputs_of_every_kind(ckpt, tmp_path):

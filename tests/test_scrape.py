@@ -1,6 +1,5 @@
 """The downloader against a loopback server in the real Bing / DuckDuckGo formats (never the network)."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,8 +11,7 @@ from PIL import Image
 
 from conftest import run_cli
 from fake_web import FakeWeb
-from pokemon_classifier.scrape import (BingProvider, Downloader, DuckDuckGoProvider, FetchError, HttpClient,
-                                       UrlListProvider)
+from pokemon_classifier.scrape import BingProvider, Downloader, DuckDuckGoProvider, HttpClient
 
 GOOD = [f"/img/ok-{i}.jpg" for i in range(1, 6)] + ["/img/png-1", "/img/webp-1"]
 BAD = ["/img/404-1", "/img/500-1", "/img/slow-1", "/img/truncated-1", "/img/html-1", "/img/huge-1",

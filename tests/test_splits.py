@@ -47,7 +47,6 @@ def test_split_cli_group_aware_vs_random(synth_data):
     sp = pd.read_csv(synth_data / "splits.csv")
     assert set(sp["split"]) == {"train", "val", "test"} and len(sp) == 84
     assert "val: 0 of" in out and "test: 0 of" in out
-    d = pd.read_csv(synth_data / "dedup.csv") if (synth_data / "dedup.csv").exists() else None
     leaks = []
     for seed in range(8):  # the random split leaks planted duplicates for some seed
         code, out, _ = run_cli("split", synth_data, "--random", "--seed", seed, "--out", synth_data / "r.csv")

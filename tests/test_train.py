@@ -1,12 +1,10 @@
 """Training on a tiny synthetic set: learns, best != last, resume == uninterrupted, DDP, errors."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest

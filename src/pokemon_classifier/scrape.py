@@ -15,7 +15,6 @@ from and is written atomically, so a killed run leaves no partial image and a re
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -27,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import pandas as pd
 import requests

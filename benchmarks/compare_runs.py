@@ -1,0 +1,65 @@
+"""python benchmarks/compare_runs.py ../shared/data/pokemon runs/splits.csv runs/B runs/E ... [--manifest-kinds]
+
+One markdown row per training run: arch, init, size, augment, epochs, training minutes (from
+metrics.csv), val and test top-1/top-5 on the given split file (group-aware unless you pass
+another), and test top-1 on scraped pictures vs sprites when DATA/manifest.csv has a `kind` column.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine  # noqa: E402
+
+from pokemon_classifier import metrics as M  # noqa: E402
+from pokemon_classifier.annotations import read_annotations  # noqa: E402
+from pokemon_classifier.evaluate import predict_probs  # noqa: E402
+from pokemon_classifier.models import load_checkpoint  # noqa: E402
+from pokemon_classifier.splits import read_splits  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("splits", type=Path)
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    df = read_annotations(args.data).merge(read_splits(args.splits), on="img_name")
+    man = args.data / "manifest.csv"
+    if man.is_file():
+        kinds = pd.read_csv(man)
+        if "kind" in kinds.columns:
+            df = df.merge(kinds[["img_name", "kind"]], on="img_name", how="left")
+    print(f"split file: {args.splits}; machine: {machine()}")
+    print("| run | arch | init | px | augment | epochs | train min | val top-1 | test top-1 | test top-5 | test scraped | test sprites |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        ck = run / "best.pt"
+        model, meta = load_checkpoint(ck)
+        model = model.to(memory_format=torch.channels_last)
+        a = meta["args"]
+        m = pd.read_csv(run / "metrics.csv")
+        res = {}
+        for split in ("val", "test"):
+            part = df[df["split"] == split].reset_index(drop=True)
+            p, _ = predict_probs(model, meta, [args.data / "images" / n for n in part["img_name"]], progress=False)
+            y = part["pokemon_id"].to_numpy() - 1
+            res[split] = (M.topk_accuracy(p, y, 1), M.topk_accuracy(p, y, 5))
+            if split == "test" and "kind" in part:
+                ok = p.argmax(1) == y
+                scraped = part["kind"].eq("scraped").to_numpy()
+                res["scraped"], res["sprites"] = ok[scraped].mean(), ok[~scraped].mean()
+        init = "ImageNet" if a.get("pretrained") else "scratch"
+        print(f"| {run.name} | {a['arch']} | {init} | {meta['preprocessing']['size']} | {a['augment']} | "
+              f"{len(m)} (best {meta.get('epoch', '?')}) | {m['train_seconds'].sum() / 60:.0f} | {res['val'][0]:.4f} | "
+              f"{res['test'][0]:.4f} | {res['test'][1]:.4f} | {res.get('scraped', np.nan):.4f} | {res.get('sprites', np.nan):.4f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -53,14 +53,14 @@ def check_image(path) -> Checked:
         return Checked(str(path), False, str(e).split(": ", 1)[-1])
 
 
-def check_images(paths, workers: int | None = None, desc: str = "decoding") -> list[Checked]:
+def check_images(paths, workers: int | None = None, desc: str = "decoding", progress: bool = True) -> list[Checked]:
     paths = [str(p) for p in paths]
     workers = workers or default_workers()
     if workers <= 1 or len(paths) < 64:
-        return [check_image(p) for p in tqdm(paths, desc=desc, unit="img", leave=False)]
+        return [check_image(p) for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress)]
     with ProcessPoolExecutor(workers) as ex:
         return list(tqdm(ex.map(check_image, paths, chunksize=32), total=len(paths), desc=desc,
-                         unit="img", leave=False))
+                         unit="img", leave=False, disable=not progress))
 
 
 def safe_image_path(data_dir: Path, img_name: str) -> Path:

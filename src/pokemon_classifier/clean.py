@@ -115,7 +115,7 @@ def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, 
     files = sorted(p for p in img_dir.rglob("*") if is_image_file(p))
     label_of = dict(zip(df["img_name"], df["pokemon_id"]))
     bad_names = set()
-    for chk in check_images(files, desc="checking"):
+    for chk in check_images(files, desc="checking", progress=progress):
         name = Path(chk.path).relative_to(img_dir).as_posix()
         if not chk.ok:
             row("unreadable", name, label_of.get(name), chk.reason)

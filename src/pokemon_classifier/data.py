@@ -67,7 +67,7 @@ class TensorDataset8(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        x = torch.from_numpy(np.ascontiguousarray(self.images[i]))
+        x = torch.from_numpy(np.array(self.images[i]))  # a copy: the cache may be a read-only memmap
         return (self.transform(x) if self.transform else x), int(self.labels[i])
 
 

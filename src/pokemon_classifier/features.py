@@ -47,7 +47,7 @@ def extract_features(data_dir, df, weights=None, batch_size: int = 64, progress:
     tf = eval_tensor_transform(pre)
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress, leave=False):
-        x = torch.stack([tf(torch.from_numpy(np.ascontiguousarray(a))) for a in images[start:start + batch_size]])
+        x = torch.stack([tf(torch.from_numpy(np.array(a))) for a in images[start:start + batch_size]])
         out.append(embed(x.contiguous(memory_format=torch.channels_last)).float().numpy())
     feats = np.concatenate(out).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,8 @@ def write_report(data_dir: Path, cand: pd.DataFrame, out_dir: Path, max_per_sect
         cards = []
         for r in g.head(max_per_section).itertuples():
             src = _thumb(data_dir / "images" / r.img_name)
-            default = "relabel" if r.finding == "label_issue" else ("remove" if r.finding == "unreadable" else "keep")
+            # nothing changes unless a person chooses it; the suggested label is pre-selected for relabel
+            default = "remove" if r.finding == "unreadable" else "keep"
             sugg = pokedex.name(int(r.suggested_id)) if str(r.suggested_id) not in ("", "nan") else ""
             cards.append(
                 f'<div class="c" data-img="{html.escape(r.img_name)}" data-default="{default}" data-sugg="{sugg}">'

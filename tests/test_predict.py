@@ -29,10 +29,13 @@ def test_predict_inputs_of_every_kind(ckpt, tmp_path):
     assert batch[0]["dex_id"] == batch[2]["dex_id"]
 
 
-def test_unknown_threshold(ckpt):
+def test_unknown_threshold(ckpt, tmp_path):
     img = draw_shape("circle", (40, 160, 60))
     assert Classifier.load(ckpt, threshold=1.01).predict(img)["name"] == "unknown"
     assert Classifier.load(ckpt, threshold=0.0).predict(img)["name"] != "unknown"
+    img.save(tmp_path / "c.png")
+    code, out, _ = run_cli("predict", "--weights", ckpt, "--threshold", "1.01", tmp_path / "c.png")
+    assert code == 0 and "unknown (not confident" in out and "guesses:" in out
 
 
 def test_cli_json_csv_folders_globs(ckpt, synth_data, tmp_path):

@@ -268,6 +268,9 @@ def _emit(args, writer, path: str, r: dict) -> None:
             writer.writerow([path, r["dex_id"] or "", r["name"], f"{r['probability']:.4f}", r["unknown"], ""])
     elif "error" in r:
         print(f"{path}: error: {r['error']}")
+    elif r["unknown"]:
+        guesses = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["topk"])
+        print(f"{path}: unknown (not confident it is a Gen-1 Pokemon; guesses: {guesses})")
     else:
         alts = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["topk"][1:])
         print(f"{path}: {r['name']} {r['probability']:.2f}" + (f"  ({alts})" if alts else ""))

@@ -51,3 +51,8 @@ def test_names_match_shared_data(shared_data):
     df = pd.read_csv(shared_data / "annotations.csv")
     for name, dex in zip(df["img_name"], df["pokemon_id"]):
         assert pokedex.id_from_filename(name) == dex, name
+
+
+def test_parse_filename_gives_class_and_number():
+    assert pokedex.parse_filename("mr-mime007.jpg") == (122, 7)
+    assert pokedex.parse_filename("images/nidoran-f104.png") == (29, 104)

@@ -40,6 +40,21 @@ class Checked:
     format: str = ""
 
 
+def class_files(img_dir, dex: int) -> list[tuple[Path, int]]:
+    """(path, number) of the files of class `dex` in img_dir named <name><NNN>.<ext>, sorted by path."""
+    out = []
+    for p in Path(img_dir).glob(f"{pokedex.name(dex)}*"):  # 'mew*' also matches mewtwo: parsed below
+        if p.name.startswith("."):
+            continue
+        try:
+            found, num = pokedex.parse_filename(p.name)
+        except UserError:
+            continue
+        if found == dex:
+            out.append((p, num))
+    return sorted(out)
+
+
 def check_image(path) -> Checked:
     """Decode once; report size and format, or why it failed."""
     from PIL import Image
@@ -204,26 +219,19 @@ def import_from_folders(src, out, workers: int | None = None, echo=print) -> pd.
         raise UserError(f"{src}: folders that are not Gen-1 Pokemon: {', '.join(unknown)}")
     img_dir = out / IMAGES
     img_dir.mkdir(parents=True, exist_ok=True)
-    next_num: dict[int, int] = {}
-    for p in img_dir.iterdir():
-        try:
-            dex = pokedex.id_from_filename(p.name)
-            num = int("".join(ch for ch in p.stem[len(pokedex.name(dex)):] if ch.isdigit()) or 0)
-            next_num[dex] = max(next_num.get(dex, 0), num)
-        except (UserError, ValueError):
-            pass
     copied = skipped = 0
     for d in tqdm(folders, desc="importing", unit="class"):
         dex = mapping[d]
+        last = max((n for _, n in class_files(img_dir, dex)), default=0)  # existing images keep their numbers
         files = sorted(p for p in d.rglob("*") if is_image_file(p))
         for chk in check_images(files, workers, desc=d.name):
             if not chk.ok:
                 echo(f"skipped {chk.path}: {chk.reason}")
                 skipped += 1
                 continue
-            next_num[dex] = next_num.get(dex, 0) + 1
+            last += 1
             ext = FORMAT_EXT.get(chk.format, Path(chk.path).suffix.lower() or ".jpg")
-            dst = img_dir / f"{pokedex.name(dex)}{next_num[dex]:03d}{ext}"
+            dst = img_dir / f"{pokedex.name(dex)}{last:03d}{ext}"
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copyfile(chk.path, tmp)
             os.replace(tmp, dst)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import ANNOTATIONS, COLUMNS, check_images, read_annotations
+from pokemon_classifier.annotations import ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
 
@@ -245,16 +245,10 @@ JOURNAL_COLUMNS = ["step", "action", "img_name", "new_img_name", "old_id", "new_
 
 
 def _next_free(data_dir: Path, dex: int, ext: str, taken: set) -> str:
-    name = pokedex.name(dex)
-    nums = [0]
-    for p in list((data_dir / "images").glob(f"{name}*")) + [Path(t) for t in taken]:
-        try:
-            if pokedex.id_from_filename(p.name) == dex:
-                nums.append(int("".join(ch for ch in p.stem[len(name):] if ch.isdigit()) or 0))
-        except UserError:
-            pass
-    n = max(nums) + 1
-    return f"{name}{n:03d}{ext}"
+    """The next <name><NNN> after those on disk and those already planned in this apply (`taken`)."""
+    nums = [n for _, n in class_files(data_dir / "images", dex)]
+    nums += [num for found, num in map(pokedex.parse_filename, taken) if found == dex]
+    return f"{pokedex.name(dex)}{max(nums, default=0) + 1:03d}{ext}"
 
 
 def plan(data_dir: Path, decisions: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:

@@ -82,10 +82,15 @@ def to_id(spelling: str | int) -> int:
 _STEM = re.compile(r"^(?P<name>.+?)[ _-]?(?P<num>\d+)$")
 
 
-def id_from_filename(filename: str) -> int:
-    """Class of an image named in the original scheme `<name><NNN>.<ext>` ('mr-mime007.jpg' -> 122)."""
+def parse_filename(filename: str) -> tuple[int, int]:
+    """Class and number of an image named in the original scheme: 'mr-mime007.jpg' -> (122, 7)."""
     stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     m = _STEM.match(stem)
     if not m:
         raise UserError(f"{filename}: file name is not <name><NNN>.<ext>")
-    return to_id(m.group("name"))
+    return to_id(m.group("name")), int(m.group("num"))
+
+
+def id_from_filename(filename: str) -> int:
+    """Class of an image named in the original scheme `<name><NNN>.<ext>` ('mr-mime007.jpg' -> 122)."""
+    return parse_filename(filename)[0]

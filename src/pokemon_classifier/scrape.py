@@ -33,7 +33,7 @@ import requests
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import FORMAT_EXT
+from pokemon_classifier.annotations import FORMAT_EXT, class_files
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_write_csv, sha256_file
 
@@ -299,16 +299,6 @@ class Downloader:
             self.manifest = pd.concat([self.manifest, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)], ignore_index=True)
         atomic_write_csv(self.data / "manifest.csv", self.manifest)
 
-    def _existing(self, dex: int) -> list[Path]:
-        out = []
-        for p in self.images.glob(f"{pokedex.name(dex)}*"):
-            try:
-                if not p.name.startswith(".") and pokedex.id_from_filename(p.name) == dex:
-                    out.append(p)
-            except UserError:
-                pass
-        return sorted(out)
-
     def reconcile(self) -> None:
         """Images on disk without a manifest row (a run killed between rename and manifest write)."""
         known = set(self.manifest["img_name"])
@@ -387,7 +377,8 @@ class Downloader:
             raise
 
     def run_class(self, dex: int, dry_run: bool = False) -> int:
-        existing = self._existing(dex)
+        numbered = class_files(self.images, dex)
+        existing = [p for p, _ in numbered]
         need = self.per_class - len(existing)
         if need <= 0:
             return 0
@@ -400,8 +391,7 @@ class Downloader:
             for h in hits[:need]:
                 self.echo(f"  {h.image_url}")
             return 0
-        nums = [int(re.sub(r"\D", "", p.stem[len(pokedex.name(dex)):]) or 0) for p in existing]
-        counter = [max(nums, default=0)]
+        counter = [max((n for _, n in numbered), default=0)]
         saved_rows: list[dict] = []
         bar = tqdm(total=need, desc=pokedex.display_name(dex), unit="img", disable=not self.progress, leave=False)
 

@@ -46,6 +46,21 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
     def too_large():
         return JSONResponse({"error": f"upload larger than {max_upload // (1024 * 1024)} MB"}, status_code=413)
 
+    async def read_upload(file: UploadFile | None, what: str) -> bytes | JSONResponse:
+        """The upload's bytes under the size cap, or the error response to send instead."""
+        if file is None:
+            return JSONResponse({"error": f"send the {what} as multipart field 'file'"}, status_code=400)
+        try:
+            data = await _read_capped(file, max_upload)
+        except _TooLarge:
+            return too_large()
+        if not data:
+            return JSONResponse({"error": "empty upload"}, status_code=400)
+        return data
+
+    def clamp_k(k: int) -> int:
+        return max(1, min(k, len(classifier.class_ids)))
+
     @app.middleware("http")
     async def cap_declared_size(request: Request, call_next):
         n = request.headers.get("content-length")
@@ -64,37 +79,29 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
 
     @app.post("/api/predict")
     async def predict(file: UploadFile | None = None, k: int = topk):
-        if file is None:
-            return JSONResponse({"error": "send the image as multipart field 'file'"}, status_code=400)
-        try:
-            data = await _read_capped(file, max_upload)
-        except _TooLarge:
-            return too_large()
-        if not data:
-            return JSONResponse({"error": "empty upload"}, status_code=400)
+        data = await read_upload(file, "image")
+        if isinstance(data, JSONResponse):
+            return data
         try:
             x = classifier.preprocess(data)
         except ImageError as e:
             return JSONResponse({"error": "not a readable image: " + str(e).split(": ", 1)[-1]}, status_code=400)
         with lock:
-            result = classifier._result(classifier.probs(x[None])[0], max(1, min(k, 151)))
+            result = classifier._result(classifier.probs(x[None])[0], clamp_k(k))
         return result
 
     @app.post("/api/predict_video")
     async def predict_video(file: UploadFile | None = None, fps: float = 2.0, k: int = topk):
-        if file is None:
-            return JSONResponse({"error": "send the video as multipart field 'file'"}, status_code=400)
-        try:
-            data = await _read_capped(file, max_upload)
-        except _TooLarge:
-            return too_large()
+        data = await read_upload(file, "video")
+        if isinstance(data, JSONResponse):
+            return data
         fps = min(max(fps, 0.1), 10.0)
         with tempfile.TemporaryDirectory(prefix="pokemon-upload-") as d:
             path = Path(d) / "upload.bin"  # fixed name: nothing from the request touches the file system
             path.write_bytes(data)
             try:
                 with lock:
-                    r = classifier.predict_video(path, fps=fps, topk=max(1, min(k, 151)))
+                    r = classifier.predict_video(path, fps=fps, topk=clamp_k(k))
             except (ImageError, UserError) as e:
                 return JSONResponse({"error": "not a readable video: " + str(e).split(": ", 1)[-1]}, status_code=400)
         return r

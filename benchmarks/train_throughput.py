@@ -1,4 +1,4 @@
-"""python benchmarks/train_throughput.py ../shared/data/pokemon [--arch mobilenet_v3_large] [--size 224] [--batches 6]
+"""python benchmarks/train_throughput.py ../shared/data/pokemon [--arch mobilenet_v3_large] [--size 224] [--batches 6] [--micro-batch 32 16 8]
 
 Training img/s, side by side in one run, same arch, image size and batch:
   original-style: decode + resize with PIL per sample every epoch, no workers, NCHW
@@ -58,7 +58,8 @@ def main():
     ap.add_argument("--freeze", type=int, default=0)
     ap.add_argument("--pretrained", action="store_true")
     ap.add_argument("--skip-original", action="store_true")
-    ap.add_argument("--micro-batch", type=int, default=32, help="as train.py's CPU default")
+    ap.add_argument("--micro-batch", type=int, nargs="+", default=[16],
+                    help="one or more micro-batch sizes to time (train.py's CPU default is 16)")
     args = ap.parse_args()
     torch.manual_seed(0)
     df = read_annotations(args.data).sample(frac=1, random_state=0).reset_index(drop=True)
@@ -76,15 +77,15 @@ def main():
     imgs = build_cache(args.data, df, pre, progress=False)
     print(f"cache: {len(df)} images decoded+resized once in {time.perf_counter() - t:.0f} s (reused by every epoch/run)")
     ds = TensorDataset8(imgs, df["pokemon_id"] - 1, train_transform(pre, "light"))
-    model = build_model(args.arch, pretrained=args.pretrained)
-    freeze_stages(model, args.arch, args.freeze)
-    model = model.to(memory_format=torch.channels_last)
-    r1 = steps(model, DataLoader(ds, args.batch, shuffle=True, num_workers=0), args.batches, True, args.micro_batch)
-    print(f"ours (uint8 cache, uint8 augment, channels_last, micro-batch {args.micro_batch}"
-          f"{', freeze ' + str(args.freeze) if args.freeze else ''}): "
-          f"{r1:.1f} img/s", flush=True)
-    if not args.skip_original:
-        print(f"speed-up: {r1 / r0:.1f}x")
+    for micro in args.micro_batch:
+        torch.manual_seed(0)
+        model = build_model(args.arch, pretrained=args.pretrained)
+        freeze_stages(model, args.arch, args.freeze)
+        model = model.to(memory_format=torch.channels_last)
+        r1 = steps(model, DataLoader(ds, args.batch, shuffle=True, num_workers=0), args.batches, True, micro)
+        print(f"ours (uint8 cache, uint8 augment, channels_last, micro-batch {micro}"
+              f"{', freeze ' + str(args.freeze) if args.freeze else ''}): {r1:.1f} img/s"
+              + ("" if args.skip_original else f", {r1 / r0:.1f}x the original-style"), flush=True)
 
 
 if __name__ == "__main__":

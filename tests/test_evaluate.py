@@ -79,3 +79,34 @@ def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
     assert code == 0, err
     _, meta = load_checkpoint(tiny_ckpt)
     assert meta["temperature"] > 0 and 0 <= meta["unknown_threshold"] <= 1
+
+
+def test_accuracy_by_kind_from_manifest(synth_data, tiny_ckpt, tmp_path):
+    """DATA/manifest.csv:kind is picked up by default; the per-kind figures add up to the total."""
+    ann = pd.read_csv(synth_data / "annotations.csv")
+    kinds = np.where(np.arange(len(ann)) % 3 == 0, "sprite", "scraped")
+    ann.assign(kind=kinds)[["img_name", "kind"]].iloc[:-2].to_csv(synth_data / "manifest.csv", index=False)
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    by = r["by"]["kind"]
+    assert set(by) == {"sprite", "scraped", "(unlisted)"} and by["(unlisted)"]["n"] == 2
+    assert by["sprite"]["n"] == int((kinds[:-2] == "sprite").sum())
+    assert sum(v["n"] for v in by.values()) == r["n"]
+    assert sum(v["n"] * v["top1"] for v in by.values()) == pytest.approx(r["n"] * r["top1"])
+    assert sum(v["n"] * v["top5"] for v in by.values()) == pytest.approx(r["n"] * r["top5"])
+    # an explicit FILE:COLUMN, and the report gains a section
+    (tmp_path / "src.csv").write_text("img_name,source\n" + "".join(f"{n},web\n" for n in ann["img_name"]))
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data,
+                             "--by", f"{tmp_path / 'src.csv'}:source", "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert "by source:" in out and "## By source" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_by_errors_are_one_line(synth_data, tiny_ckpt, tmp_path):
+    (tmp_path / "m.csv").write_text("img_name,kind\nabra001.jpg,x\n")
+    for spec, needle in ((f"{tmp_path / 'm.csv'}:colour", "no 'colour' column"),
+                         (f"{tmp_path / 'nope.csv'}:kind", "file not found"),
+                         (f"{tmp_path / 'm.csv'}:", "FILE.csv:COLUMN")):
+        code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--by", spec)
+        assert code != 0 and needle in err and len(err.strip().splitlines()) == 1, err

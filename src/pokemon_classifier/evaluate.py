@@ -4,9 +4,11 @@
     pokemon-classifier evaluate --weights best.pt --data other_testset/ --json      # every image listed
     pokemon-classifier evaluate --weights best.pt --data data/ --splits data/splits.csv --leak-report
     pokemon-classifier calibrate --weights best.pt --data data/ --splits data/splits.csv
+    pokemon-classifier evaluate ... --by data/manifest.csv:kind    # accuracy per source kind
 
 Works with our checkpoints and the original project's (1000-way mobilenet_v3_large state_dict).
-Unreadable images are counted and listed, never fatal.
+Unreadable images are counted and listed, never fatal. When DATA/manifest.csv has a `kind` column
+(the shared data's does: scraped photos vs game sprites) the accuracy per kind is reported too.
 """
 
 from __future__ import annotations
@@ -103,6 +105,36 @@ def evaluate_frame(model, meta, data_dir, df, batch_size=64, device="cpu", progr
         per[str(int(dex))] = {"n": int(m.sum()), "top1": float((pred[m] == y[m]).mean()) if m.any() else float("nan")}
     s["per_class"] = per
     return s, p, y, df[ok].reset_index(drop=True), [errors[i] for i in sorted(errors)]
+
+
+def read_by(spec: str, data_dir) -> tuple[str, pd.Series]:
+    """'FILE.csv:COLUMN' -> (COLUMN, Series img_name -> group). FILE defaults to DATA/manifest.csv."""
+    path, _, column = spec.rpartition(":")
+    path = Path(path) if path else Path(data_dir) / "manifest.csv"
+    if not column:
+        raise UserError(f"--by {spec}: expected FILE.csv:COLUMN")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (--by {spec})")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for c in ("img_name", column):
+        if c not in table.columns:
+            raise UserError(f"{path}: no {c!r} column (has {', '.join(table.columns)})")
+    return column, table.drop_duplicates("img_name").set_index("img_name")[column]
+
+
+def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.ndarray) -> dict:
+    """{group: {n, top1, top5}} over the readable rows; images the table does not list go to '(unlisted)'."""
+    g = ok_df["img_name"].map(groups).fillna("(unlisted)").to_numpy()
+    top5 = np.argsort(-p, 1)[:, :5]
+    out = {}
+    for k in sorted(set(g)):
+        m = g == k
+        out[str(k)] = {"n": int(m.sum()), "top1": float((p[m].argmax(1) == y[m]).mean()),
+                       "top5": float((top5[m] == y[m, None]).any(1).mean())}
+    return out
 
 
 # ---------------------------------------------------------------- plots
@@ -242,6 +274,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--leak-report", action="store_true",
                    help="accuracy on test images with vs without a near-duplicate in train")
+    p.add_argument("--by", metavar="FILE.csv:COLUMN",
+                   help="also report accuracy per value of COLUMN, joined on img_name "
+                        "(default: DATA/manifest.csv:kind when that file has a kind column)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -280,6 +315,14 @@ def main(args) -> int:
     weakest = per[per["n"] > 0].sort_values(["top1", "n"], ascending=[True, False]).head(10)
     result = {**s, "weights": str(weights), "data": str(args.data), "split": args.split or "all",
               "top_confusions": confused, "unreadable_files": errors}
+    by = args.by
+    if by is None:
+        manifest = Path(args.data) / "manifest.csv"
+        if manifest.is_file() and "kind" in pd.read_csv(manifest, nrows=0).columns:
+            by = f"{manifest}:kind"
+    if by:
+        column, groups = read_by(by, args.data)
+        result["by"] = {column: accuracy_by(groups, ok_df, p, y)}
     if args.out:
         write_report(args.out, result, per, cm, p, y, ok_df, args.data, class_ids, weakest)
     if args.json:
@@ -294,6 +337,10 @@ def main(args) -> int:
     print("most confused pairs (true -> predicted):")
     for c in confused:
         print(f"  {pokedex.display_name(c['true'])} -> {pokedex.display_name(c['pred'])}: {c['count']}")
+    for column, table in result.get("by", {}).items():
+        print(f"by {column}:")
+        for k, v in table.items():
+            print(f"  {k:<28} top-1 {v['top1']:.4f}  top-5 {v['top5']:.4f}  ({v['n']} images)")
     for e in errors[:20]:
         print(f"  unreadable: {e}")
     if args.out:
@@ -319,6 +366,9 @@ def write_report(out: Path, result, per, cm, p, y, ok_df, data_dir, class_ids, w
     lines += ["", "## Most confused pairs", "", "| true | predicted | images |", "|---|---|---|"]
     lines += [f"| {pokedex.display_name(c['true'])} | {pokedex.display_name(c['pred'])} | {c['count']} |"
               for c in result["top_confusions"]]
+    for column, table in result.get("by", {}).items():
+        lines += ["", f"## By {column}", "", f"| {column} | images | top-1 | top-5 |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['n']} | {v['top1']:.4f} | {v['top5']:.4f} |" for k, v in table.items()]
     lines += ["", "## Plots", "", "- [Confusion matrix](confusion.png)", "- [Top losses](top_losses.png)",
               "- [Reliability diagram](reliability.png)", "- [Per-class accuracy (CSV)](per_class.csv)", "",
               "![confusion](confusion.png)", "", "![top losses](top_losses.png)", "", "![reliability](reliability.png)", ""]

@@ -5,22 +5,23 @@ from pokemon_classifier.errors import UserError
 from pokemon_classifier.models import build_model, load_checkpoint, preprocessing
 
 
-def test_lite0_offline_weights_classify_chelsea_as_a_cat():
-    """The remapped package weights must behave like ImageNet Lite0: chelsea is a tabby/tiger/Persian cat."""
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_lite_offline_weights_classify_chelsea_as_a_cat(arch):
+    """The remapped package weights must behave like ImageNet Lite: chelsea is a tabby/tiger/Persian cat."""
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
     from pokemon_classifier.presets import eval_transform
 
-    model = build_model("efficientnet_lite0", num_classes=1000, pretrained=True).eval()
-    x = eval_transform(preprocessing("efficientnet_lite0"))(Image.fromarray(skimage_data.chelsea()))
+    model = build_model(arch, num_classes=1000, pretrained=True).eval()
+    x = eval_transform(preprocessing(arch))(Image.fromarray(skimage_data.chelsea()))
     with torch.inference_mode():
         top = model(x[None]).softmax(1)[0].topk(3)
     assert 281 <= int(top.indices[0]) <= 285, top
 
 
 def test_head_is_151_way():
-    for arch in ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0"):
+    for arch in ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0", "efficientnet_lite1"):
         m = build_model(arch)
         assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 151)
 

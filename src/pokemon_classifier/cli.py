@@ -28,6 +28,7 @@ COMMANDS = {
     "clean": ("pokemon_classifier.clean", None, "find broken files, duplicates, wrong labels; review; apply/undo"),
     "train": ("pokemon_classifier.train", None, "train a classifier (resumable, torchrun-ready)"),
     "evaluate": ("pokemon_classifier.evaluate", None, "honest metrics, plots and the duplicate-leak report"),
+    "soup": ("pokemon_classifier.soup", None, "average the weights of several runs (greedy choice on val)"),
     "calibrate": ("pokemon_classifier.evaluate", "calibrate", "fit temperature scaling on val, store in checkpoint"),
     "predict": ("pokemon_classifier.predict", None, "classify images, folders, globs and videos"),
     "export": ("pokemon_classifier.export", None, "export to ONNX, checked with ONNX Runtime"),

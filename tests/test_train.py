@@ -160,3 +160,35 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
         results.append((model[1].weight.detach().clone(), m["train_loss"]))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+
+
+def test_config_file_sets_options_and_flags_win(tmp_path):
+    from pathlib import Path
+
+    from pokemon_classifier.train import _load_config, get_args_parser
+
+    repo = Path(__file__).resolve().parents[1]
+    args = get_args_parser().parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "retro"])
+    _load_config(args)
+    assert (args.arch, args.pretrained, args.img_size, args.freeze, args.epochs) == ("efficientnet_lite0", True, 192, 2, 10)
+    assert args.lr == 5e-4 and args.label_smoothing == 0.1 and args.augment == "retro"  # the flag won
+    (tmp_path / "bad.yaml").write_text("learning_rate: 0.1\n")
+    code, _, err = run_cli("train", "--config", tmp_path / "bad.yaml", "--data", tmp_path, "--out", tmp_path / "o")
+    assert code == 2 and "unknown option 'learning_rate'" in err
+
+
+def test_shipped_config_is_the_recipe_of_the_shipped_model():
+    """configs/shipped.yaml must not drift from what best.pt (or each run in its soup) was trained with."""
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "best.pt").is_file():
+        pytest.skip("no best.pt")
+    cfg = yaml.safe_load((repo / "configs" / "shipped.yaml").read_text())
+    ck = torch.load(repo / "best.pt", map_location="cpu", weights_only=True)
+    runs = [s["args"] for s in ck.get("soup", [])] or [ck["args"]]
+    for run in runs:
+        differing = {k: (v, run.get(k)) for k, v in cfg.items() if k not in ("augment",) and run.get(k) != v}
+        assert not differing, differing

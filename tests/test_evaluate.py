@@ -110,3 +110,27 @@ def test_by_errors_are_one_line(synth_data, tiny_ckpt, tmp_path):
                          (f"{tmp_path / 'm.csv'}:", "FILE.csv:COLUMN")):
         code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--by", spec)
         assert code != 0 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive our plots (a library calling matplotlib.use broke it)."""
+    import matplotlib
+
+    from pokemon_classifier.annotations import plot_class_counts
+    from pokemon_classifier.evaluate import plot_confusion, plot_reliability
+    from pokemon_classifier.train import plot_curves
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_class_counts(pd.Series([3, 1, 2], index=[1, 2, 3]), tmp_path / "counts.png")
+        plot_curves(pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "val_loss": [2.1, 1.5],
+                                  "train_acc": [0.2, 0.5], "val_acc": [0.1, 0.4]}), tmp_path / "curves.png")
+        plot_confusion(np.eye(6, dtype=int) * 3 + 1, [1, 4, 7, 25, 63, 151], tmp_path / "cm.png")
+        p = np.full((20, 6), 1 / 6)
+        plot_reliability(p, np.arange(20) % 6, tmp_path / "rel.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for f in ("counts.png", "curves.png", "cm.png", "rel.png"):
+        assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f

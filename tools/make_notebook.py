@@ -1,14 +1,26 @@
-"""python tools/make_notebook.py  ->  train.ipynb (unexecuted); then execute it with
-jupyter nbconvert --to notebook --execute --inplace train.ipynb  (or nbclient), as CI does.
+"""python tools/make_notebook.py [--execute]  ->  train.ipynb
+
+Without --execute the notebook is written unexecuted (CI executes it with nbclient). With
+--execute it is run here from the repository root and committed with its outputs, except the
+figures that show pictures of the shared data set (cells tagged `dataset-pictures`), which must not
+go into the repository: their images are replaced by a note.
 
 The notebook is generated so that its code stays reviewable as plain Python here.
 """
+
+import sys
 
 import nbformat as nbf
 
 cells = []
 md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
+
+
+def code(src: str, dataset_pictures: bool = False) -> None:
+    cell = nbf.v4.new_code_cell(src.strip())
+    if dataset_pictures:
+        cell.metadata["tags"] = ["dataset-pictures"]
+    cells.append(cell)
 
 md("""
 # Pokémon classifier: from images to an honest test score
@@ -27,6 +39,7 @@ FULL = False  # True: one run of the shipped recipe, configs/shipped.yaml (Lite0
 import os
 from pathlib import Path
 
+%matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -81,7 +94,7 @@ fig, ax = plt.subplots(figsize=(9, 3.4))
 ax.imshow(grid.permute(1, 2, 0).clamp(0, 1)); ax.axis("off")
 ax.set_title(" | ".join(pokedex.display_name(y + 1) for y in ys), fontsize=7)
 plt.show()
-""")
+""", dataset_pictures=True)
 md("""
 ## 2. A split that does not leak
 Near-duplicate pictures (the same artwork re-encoded, resized or re-framed) are grouped by
@@ -127,9 +140,11 @@ assert cli(["evaluate", "--weights", str(weights), "--data", str(DATA), "--split
 """)
 code("""
 display(Image(filename=str(report / "reliability.png"), width=360))
-display(Image(filename=str(report / "top_losses.png"), width=800))
 print("confusion matrix:", report / "confusion.png", "| full report:", report / "report.md")
 """)
+code("""
+display(Image(filename=str(report / "top_losses.png"), width=800))  # the test images it got most wrong
+""", dataset_pictures=True)
 md("## 5. Predict")
 code("""
 from pokemon_classifier.predict import Classifier
@@ -143,10 +158,21 @@ for ax, name in zip(axes, test_names):
     truth = pokedex.display_name(pokedex.id_from_filename(name))
     ax.set_title(f"{r['name']} {r['probability']:.2f}\\n(true: {truth})", fontsize=8)
 plt.show()
-""")
+""", dataset_pictures=True)
 
 nb = nbf.v4.new_notebook()
 nb["cells"] = cells
 nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+if "--execute" in sys.argv:
+    import nbclient
+
+    nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
+    note = nbf.v4.new_output("stream", name="stdout", text="[figure of dataset pictures not stored in the repository; "
+                                                          "run the notebook to see it]\n")
+    for cell in nb.cells:
+        if "dataset-pictures" in cell.metadata.get("tags", []):
+            kept = [o for o in cell.outputs if o.output_type not in ("display_data", "execute_result")
+                    or "image/png" not in o.get("data", {})]
+            cell.outputs = kept + ([note] if len(kept) < len(cell.outputs) else [])
 nbf.write(nb, "train.ipynb")
-print("wrote train.ipynb")
+print("wrote train.ipynb" + (" (executed)" if "--execute" in sys.argv else ""))

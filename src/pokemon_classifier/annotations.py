@@ -126,15 +126,10 @@ def class_counts(df: pd.DataFrame) -> pd.Series:
 
 
 def plot_class_counts(counts: pd.Series, path, min_per_class: int | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pokemon_classifier.fileio import atomic_savefig
+    from pokemon_classifier.fileio import atomic_savefig, subplots
 
     c = counts.sort_index()
-    fig, ax = plt.subplots(figsize=(22, 5))
+    fig, ax = subplots(figsize=(22, 5))
     colors = ["tab:red" if min_per_class and v < min_per_class else "tab:blue" for v in c.values]
     ax.bar(range(len(c)), c.values, color=colors)
     ax.set_xticks(range(len(c)))
@@ -147,7 +142,6 @@ def plot_class_counts(counts: pd.Series, path, min_per_class: int | None = None)
     ax.set_title(title)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
 
 
 def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot: bool = True,

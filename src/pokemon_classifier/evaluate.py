@@ -27,7 +27,7 @@ from pokemon_classifier import metrics as M
 from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import read_annotations, safe_image_path
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, atomic_write_text
+from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, atomic_write_text, subplots
 from pokemon_classifier.images import load_image
 from pokemon_classifier.models import load_checkpoint, resolve_weights
 from pokemon_classifier.presets import eval_transform
@@ -139,21 +139,12 @@ def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.nda
 
 # ---------------------------------------------------------------- plots
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(cm: np.ndarray, class_ids, path, n_annotate=10) -> None:
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Circle
 
-    plt = _plt()
     n = len(class_ids)
-    fig, ax = plt.subplots(figsize=(16, 15))
+    fig, ax = subplots(figsize=(16, 15))
     im = ax.imshow(np.ma.masked_equal(cm, 0), norm=LogNorm(vmin=1, vmax=max(2, cm.max())), cmap="viridis",
                    interpolation="nearest")
     names = [pokedex.display_name(i) for i in class_ids]
@@ -161,20 +152,18 @@ def plot_confusion(cm: np.ndarray, class_ids, path, n_annotate=10) -> None:
     ax.set_xticklabels(names, rotation=90, fontsize=4.5), ax.set_yticklabels(names, fontsize=4.5)
     ax.set_xlabel("predicted (dex order)"), ax.set_ylabel("true (dex order)")
     for t, p, c in M.top_confusions(cm, n_annotate):
-        ax.add_patch(plt.Circle((p, t), 2.2, fill=False, color="red", lw=1))
+        ax.add_patch(Circle((p, t), 2.2, fill=False, color="red", lw=1))
         ax.annotate(f"{names[t]}→{names[p]} ({c})", (p, t), xytext=(p + 4, t - 3), fontsize=7, color="red")
     fig.colorbar(im, ax=ax, shrink=0.6, label="images (log scale)")
     ax.set_title("Confusion matrix (diagonal = correct; red circles: most confused pairs)")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def plot_reliability(probs, y, path, n_bins=15) -> None:
-    plt = _plt()
     edges, conf, acc, count = M.reliability(probs, y, n_bins)
     centers = (edges[:-1] + edges[1:]) / 2
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = subplots(figsize=(5, 5))
     ax.bar(centers, np.nan_to_num(acc), width=1 / n_bins, edgecolor="k", alpha=0.7, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlabel("confidence (max probability)"), ax.set_ylabel("accuracy")
@@ -182,16 +171,14 @@ def plot_reliability(probs, y, path, n_bins=15) -> None:
     ax.legend(loc="upper left")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
 
 
 def plot_top_losses(paths, probs, y, class_ids, path, n=24) -> None:
-    plt = _plt()
     loss = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1))
     order = np.argsort(-loss)[:n]
     cols = 6
     rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.9))
+    fig, axes = subplots(rows, cols, figsize=(cols * 2.4, rows * 2.9))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, i in zip(np.atleast_1d(axes).ravel(), order):
@@ -207,7 +194,6 @@ def plot_top_losses(paths, probs, y, class_ids, path, n=24) -> None:
     fig.suptitle("Top losses: the images the model gets most wrong (check their labels)")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- leak measurement

@@ -51,6 +51,16 @@ def atomic_torch_save(obj, path) -> None:
         torch.save(obj, f)
 
 
+def subplots(*args, **kwargs):
+    """(figure, axes) without pyplot: no global state, and the caller's backend (a notebook's inline
+    plots, a GUI) is left alone, which `matplotlib.use("Agg")` in a library would break."""
+    from matplotlib.figure import Figure
+
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def atomic_savefig(fig, path, **kwargs) -> None:
     path = Path(path)
     with atomic_open(path, "wb") as f:

@@ -34,7 +34,7 @@ from pokemon_classifier import __version__, pokedex
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.data import TensorDataset8, build_cache, fingerprint
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv
+from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, subplots
 from pokemon_classifier.models import ARCHS, build_model, freeze_stages, preprocessing, set_frozen_bn_eval
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
 from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
@@ -200,12 +200,7 @@ def _plain(obj):
 
 
 def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b) = subplots(1, 2, figsize=(10, 3.8))
     a.plot(metrics["epoch"], metrics["train_loss"], "o-", label="train")
     a.plot(metrics["epoch"], metrics["val_loss"], "o-", label="val")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy"), a.legend(), a.set_title("loss")
@@ -216,7 +211,6 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("top-1"), b.legend(), b.set_title("accuracy")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=90)
-    plt.close(fig)
 
 
 def _load_config(args) -> None:

@@ -111,12 +111,17 @@ def test_resume_with_more_epochs_extends_a_finished_run(synth_data, tmp_path):
         assert code == 0, err
     code, _, err = run_cli("train", "--resume", tmp_path / "short" / "last.pt", cwd=tmp_path)
     assert code == 2 and "already finished its 2 epochs" in err and "--epochs" in err
-    code, out, err = run_cli("train", "--resume", tmp_path / "short" / "last.pt", "--epochs", "3", "--no-progress",
+    # a moved (here: copied) run folder goes on where it is now, not where it was trained
+    import shutil
+
+    shutil.copytree(tmp_path / "short", tmp_path / "moved")
+    code, out, err = run_cli("train", "--resume", tmp_path / "moved" / "last.pt", "--epochs", "3", "--no-progress",
                              cwd=tmp_path)
     assert code == 0, err
     assert "resumed" in out and "epoch 3/3" in out
-    assert _same(_weights(tmp_path / "short" / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
-    assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 3
+    assert _same(_weights(tmp_path / "moved" / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
+    assert len(pd.read_csv(tmp_path / "moved" / "metrics.csv")) == 3
+    assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 2  # the original is untouched
 
 
 def test_ddp_two_gloo_processes(synth_data, tmp_path):

@@ -263,6 +263,9 @@ def main(args) -> int:
         keep = {"resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"}
         if args.epochs is not None:
             keep.add("epochs")
+        if args.out is None:  # the run goes on where its last.pt is now (the folder may have been moved)
+            args.out = args.resume.parent
+        keep.add("out")
         for k, v in saved.items():
             if k not in keep:
                 setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)

@@ -128,12 +128,10 @@ def read_by(spec: str, data_dir) -> tuple[str, pd.Series]:
 def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.ndarray) -> dict:
     """{group: {n, top1, top5}} over the readable rows; images the table does not list go to '(unlisted)'."""
     g = ok_df["img_name"].map(groups).fillna("(unlisted)").to_numpy()
-    top5 = np.argsort(-p, 1)[:, :5]
     out = {}
     for k in sorted(set(g)):
         m = g == k
-        out[str(k)] = {"n": int(m.sum()), "top1": float((p[m].argmax(1) == y[m]).mean()),
-                       "top5": float((top5[m] == y[m, None]).any(1).mean())}
+        out[str(k)] = {"n": int(m.sum()), "top1": M.topk_accuracy(p[m], y[m], 1), "top5": M.topk_accuracy(p[m], y[m], 5)}
     return out
 
 

@@ -14,12 +14,12 @@ import torch
 from tqdm import tqdm
 
 from pokemon_classifier.data import build_cache, cache_dir, fingerprint
-from pokemon_classifier.models import build_model, load_checkpoint, preprocessing
+from pokemon_classifier.models import LITE, build_model, load_checkpoint, preprocessing
 from pokemon_classifier.presets import eval_tensor_transform
 
 
 def _embedder(model, arch: str):
-    if arch.startswith("efficientnet_lite"):
+    if arch in LITE:
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
 
     def mobilenet(x):

@@ -78,9 +78,6 @@ def lite_weights_file(arch: str = "efficientnet_lite0") -> Path:
     return Path(holder.get_model_file_path())
 
 
-def lite0_weights_file() -> Path:
-    return lite_weights_file("efficientnet_lite0")
-
 
 def remap_in_order(src: dict, model: nn.Module, what: str) -> dict:
     """Pair src tensors with the model's state_dict keys in order, asserting every shape.
@@ -203,12 +200,9 @@ def _is_original_format(sd: dict) -> bool:
     return w is not None and w.shape[0] == 1000 and "features.0.0.weight" in sd
 
 
-def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load our best.pt/last.pt or the original project's bare 1000-way mobilenet_v3_large state_dict.
-
-    Always `weights_only=True`: a file that needs arbitrary unpickling is refused.
-    Returns (model in eval mode, meta) where meta has arch, class_ids, names, preprocessing, ...
-    """
+def read_checkpoint(path) -> dict:
+    """The raw dict of a checkpoint file, always with `weights_only=True`: a file that needs
+    arbitrary unpickling is refused with a one-line error, as is anything that is not a dict."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -216,12 +210,22 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         msg = str(e).splitlines()[0][:200]
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):  # a pickled Python object; torch names weights_only in every failure
             raise UserError(f"{path}: refused: the file needs unpickling of arbitrary Python objects, "
                             f"which can run code; re-save it as a plain state_dict ({msg})") from None
         raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {msg})") from None
     if not isinstance(ck, dict):
         raise UserError(f"{path}: not a checkpoint (got {type(ck).__name__})")
+    return ck
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load our best.pt/last.pt or the original project's bare 1000-way mobilenet_v3_large state_dict.
+
+    Returns (model in eval mode, meta) where meta has arch, class_ids, names, preprocessing, ...
+    """
+    path = Path(path)
+    ck = read_checkpoint(path)
     if "model" in ck and "arch" in ck:
         arch = ck["arch"]
         class_ids = [int(i) for i in ck.get("class_ids", pokedex.IDS)]

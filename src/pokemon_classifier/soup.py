@@ -15,21 +15,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_torch_save
+from pokemon_classifier.models import read_checkpoint
 
 
 def read_ingredient(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - same user problem whatever the unpickler says
-        raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__})") from None
-    if not (isinstance(ck, dict) and "model" in ck and "arch" in ck):
+    ck = read_checkpoint(path)
+    if not ("model" in ck and "arch" in ck):
         raise UserError(f"{path}: not a pokemon-classifier checkpoint (soups need best.pt files of this project)")
     return ck
 

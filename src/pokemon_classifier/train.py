@@ -271,6 +271,10 @@ def main(args) -> int:
                 setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)
     if args.epochs is None:
         args.epochs = 25
+    if resume_ck and int(resume_ck["epoch"]) + 1 >= args.epochs:  # before any data is loaded
+        done = int(resume_ck["epoch"]) + 1
+        raise UserError(f"--resume {args.resume}: the run already finished its {done} epochs; "
+                        f"pass --epochs N (N > {done}) to train on")
     if not args.data:
         raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
     if not args.out:
@@ -350,9 +354,6 @@ def main(args) -> int:
         start_epoch = int(resume_ck["epoch"]) + 1
         best_loss = float(resume_ck.get("best_val_loss", float("inf")))
         history = list(resume_ck.get("history", []))
-        if start_epoch >= args.epochs:
-            raise UserError(f"--resume {args.resume}: the run already finished its {start_epoch} epochs; "
-                            f"pass --epochs N (N > {start_epoch}) to train on")
         if rank == 0:
             print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
     data_fp = fingerprint(args.data, df)

@@ -81,6 +81,26 @@ def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
     assert meta["temperature"] > 0 and 0 <= meta["unknown_threshold"] <= 1
 
 
+def test_calibrate_chooses_inference_size_on_val(synth_data, tiny_ckpt, tmp_path):
+    run_cli("split", synth_data)
+    out_ck = tmp_path / "sized.pt"
+    code, out, err = run_cli("calibrate", "--weights", tiny_ckpt, "--data", synth_data, "--sizes", "32", "48", "64",
+                             "--out", out_ck)
+    assert code == 0, err
+    ck = torch.load(out_ck, weights_only=True)
+    scores = ck["calibration"]["size_scores"]
+    assert [r["size"] for r in scores] == [32, 48, 64]
+    best = min(scores, key=lambda r: (-r["top1"], r["nll"], r["size"]))
+    assert ck["preprocessing"]["size"] == best["size"] and f"inference size {best['size']} px" in out
+    # the stored size is the one predict/evaluate now use: evaluating val gives the recorded top-1
+    code, out, err = run_cli("evaluate", "--weights", out_ck, "--data", synth_data, "--split", "val", "--json")
+    assert code == 0, err
+    assert json.loads(out)["top1"] == pytest.approx(best["top1"])
+    assert torch.load(tiny_ckpt, weights_only=True)["preprocessing"]["size"] == 32  # --out leaves the input as it was
+    code, out, err = run_cli("calibrate", "--weights", tiny_ckpt, "--data", synth_data, "--sizes", "8")
+    assert code != 0 and "8 px is too small" in err
+
+
 def test_accuracy_by_kind_from_manifest(synth_data, tiny_ckpt, tmp_path):
     """DATA/manifest.csv:kind is picked up by default; the per-kind figures add up to the total."""
     ann = pd.read_csv(synth_data / "annotations.csv")

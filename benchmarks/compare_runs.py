@@ -18,7 +18,7 @@ from _machine import machine  # noqa: E402
 
 from pokemon_classifier import metrics as M  # noqa: E402
 from pokemon_classifier.annotations import read_annotations  # noqa: E402
-from pokemon_classifier.evaluate import predict_probs  # noqa: E402
+from pokemon_classifier.evaluate import accuracy_by, default_by, predict_probs, read_by  # noqa: E402
 from pokemon_classifier.models import load_checkpoint  # noqa: E402
 from pokemon_classifier.splits import read_splits  # noqa: E402
 
@@ -30,11 +30,11 @@ def main():
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
     df = read_annotations(args.data).merge(read_splits(args.splits), on="img_name")
-    man = args.data / "manifest.csv"
-    if man.is_file():
-        kinds = pd.read_csv(man)
-        if "kind" in kinds.columns:
-            df = df.merge(kinds[["img_name", "kind"]], on="img_name", how="left")
+    spec = default_by(args.data)
+    kinds = None
+    if spec:  # scraped pictures vs the rest (sprites, and two artworks)
+        _, kinds = read_by(spec, args.data)
+        kinds = kinds.where(kinds == "scraped", "sprites")
     print(f"split file: {args.splits}; machine: {machine()}")
     print("| run | arch | init | px | augment | epochs | train min | val top-1 | test top-1 | test top-5 | test scraped | test sprites |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -50,10 +50,9 @@ def main():
             p, _ = predict_probs(model, meta, [args.data / "images" / n for n in part["img_name"]], progress=False)
             y = part["pokemon_id"].to_numpy() - 1
             res[split] = (M.topk_accuracy(p, y, 1), M.topk_accuracy(p, y, 5))
-            if split == "test" and "kind" in part:
-                ok = p.argmax(1) == y
-                scraped = part["kind"].eq("scraped").to_numpy()
-                res["scraped"], res["sprites"] = ok[scraped].mean(), ok[~scraped].mean()
+            if split == "test" and kinds is not None:
+                by = accuracy_by(kinds, part, p, y)
+                res.update({k: by[k]["top1"] for k in ("scraped", "sprites") if k in by})
         init = "ImageNet" if a.get("pretrained") else "scratch"
         print(f"| {run.name} | {a['arch']} | {init} | {meta['preprocessing']['size']} | {a['augment']} | "
               f"{len(m)} (best {meta.get('epoch', '?')}) | {m['train_seconds'].sum() / 60:.0f} | {res['val'][0]:.4f} | "

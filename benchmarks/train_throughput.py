@@ -21,31 +21,18 @@ from _machine import machine  # noqa: E402
 
 from pokemon_classifier.annotations import read_annotations  # noqa: E402
 from pokemon_classifier.data import ImageDataset, TensorDataset8, build_cache  # noqa: E402
-from pokemon_classifier.models import build_model, freeze_stages, preprocessing, set_frozen_bn_eval  # noqa: E402
+from pokemon_classifier.models import build_model, freeze_stages, preprocessing  # noqa: E402
 from pokemon_classifier.presets import train_transform  # noqa: E402
+from pokemon_classifier.train import train_one_epoch  # noqa: E402
 
 
 def steps(model, loader, n, channels_last, micro=None):
+    """img/s of train.py's own train_one_epoch over n batches, after one warm-up batch."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
-    model.train()
-    set_frozen_bn_eval(model)
-    it = iter(loader)
-    seen, t0 = 0, None
-    for i in range(n + 1):
-        x, y = next(it)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        opt.zero_grad()
-        step = micro or len(y)
-        for s in range(0, len(y), step):  # as train.py: micro-batches with gradient accumulation
-            loss = torch.nn.functional.cross_entropy(model(x[s:s + step]), y[s:s + step])
-            (loss * len(y[s:s + step]) / len(y)).backward()
-        opt.step()
-        if i == 0:
-            t0 = time.perf_counter()  # after the warm-up batch
-        else:
-            seen += len(y)
-    return seen / (time.perf_counter() - t0)
+    run = dict(criterion=torch.nn.CrossEntropyLoss(), optimizer=opt, device=torch.device("cpu"), amp=False,
+               channels_last=channels_last, progress=False, micro_batch=micro)
+    train_one_epoch(model, loader, max_batches=1, **run)
+    return train_one_epoch(model, loader, max_batches=n, **run)["img_per_s"]
 
 
 def main():

@@ -199,3 +199,24 @@ def test_shipped_config_is_the_recipe_of_the_shipped_model():
     for run in runs:
         differing = {k: (v, run.get(k)) for k, v in cfg.items() if k not in ("augment", "epochs") and run.get(k) != v}
         assert not differing, differing
+
+
+def test_max_batches_stops_before_loading_the_next_batch():
+    """train_one_epoch(max_batches=n) trains on n batches and loads no more (the benchmark times it)."""
+    from pokemon_classifier.train import train_one_epoch
+
+    loaded = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            loaded.append(i)
+            return torch.randn(3, 8, 8), i % 2
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    loader = torch.utils.data.DataLoader(Counting(), batch_size=4)
+    m = train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.1),
+                        torch.device("cpu"), False, False, progress=False, max_batches=3, micro_batch=2)
+    assert len(loaded) == 12 and m["img_per_s"] > 0

@@ -125,6 +125,17 @@ def read_by(spec: str, data_dir) -> tuple[str, pd.Series]:
     return column, table.drop_duplicates("img_name").set_index("img_name")[column]
 
 
+def default_by(data_dir) -> str | None:
+    """'DATA/manifest.csv:kind' when that file exists with a kind column (the shared data's source kinds)."""
+    manifest = Path(data_dir) / "manifest.csv"
+    try:
+        if manifest.is_file() and "kind" in pd.read_csv(manifest, nrows=0).columns:
+            return f"{manifest}:kind"
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError):
+        pass  # an unreadable manifest is only a missing breakdown here; --by names it explicitly
+    return None
+
+
 def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.ndarray) -> dict:
     """{group: {n, top1, top5}} over the readable rows; images the table does not list go to '(unlisted)'."""
     g = ok_df["img_name"].map(groups).fillna("(unlisted)").to_numpy()
@@ -299,11 +310,7 @@ def main(args) -> int:
     weakest = per[per["n"] > 0].sort_values(["top1", "n"], ascending=[True, False]).head(10)
     result = {**s, "weights": str(weights), "data": str(args.data), "split": args.split or "all",
               "top_confusions": confused, "unreadable_files": errors}
-    by = args.by
-    if by is None:
-        manifest = Path(args.data) / "manifest.csv"
-        if manifest.is_file() and "kind" in pd.read_csv(manifest, nrows=0).columns:
-            by = f"{manifest}:kind"
+    by = args.by if args.by is not None else default_by(args.data)
     if by:
         column, groups = read_by(by, args.data)
         result["by"] = {column: accuracy_by(groups, ok_df, p, y)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import platform
@@ -132,10 +133,11 @@ def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, chan
     set_frozen_bn_eval(model)
     tot_loss = correct = n = 0.0
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
-    for i, (x, y) in enumerate(bar):
-        if max_batches is not None and i >= max_batches:
-            break
+    # islice: stop before loading a batch that would not be trained on
+    batches = loader if max_batches is None else itertools.islice(loader, max_batches)
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    for x, y in bar:
         x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

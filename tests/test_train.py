@@ -220,3 +220,19 @@ def test_max_batches_stops_before_loading_the_next_batch():
     m = train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.1),
                         torch.device("cpu"), False, False, progress=False, max_batches=3, micro_batch=2)
     assert len(loaded) == 12 and m["img_per_s"] > 0
+
+
+def test_init_seed_fixes_the_initial_weights_whatever_the_seed(synth_data, tmp_path):
+    """--init-seed: same starting weights for soup ingredients that differ in --seed (no batch trained here)."""
+    def init_weights(name, *seed):
+        code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / name, "--epochs", "1",
+                               "--max-batches", "0", *seed, *FAST)
+        assert code == 0, err
+        return _weights(tmp_path / name / "best.pt")
+
+    a = init_weights("a", "--seed", "1", "--init-seed", "0")
+    b = init_weights("b", "--seed", "2", "--init-seed", "0")
+    c = init_weights("c", "--seed", "1")
+    zero = init_weights("zero", "--seed", "0")
+    assert _same(a, b) and _same(a, zero)
+    assert not _same(a, c)

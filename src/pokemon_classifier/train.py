@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=0.9, help="ExponentialLR decay per epoch")
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--init-seed", type=int, default=None,
+                   help="seed of the new head's initialisation (default: --seed); soup ingredients should share it "
+                        "and differ in --seed (data order, augmentation)")
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
     g.add_argument("--resume", type=Path, help="continue from OUT/last.pt at the next epoch")
@@ -332,7 +335,7 @@ def main(args) -> int:
                               persistent_workers=False)
     val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=workers)
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
     model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
                         weights_file=None if resume_ck else args.weights_file)
     frozen = freeze_stages(model, args.arch, args.freeze)

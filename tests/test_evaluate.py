@@ -79,6 +79,10 @@ def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
     assert code == 0, err
     _, meta = load_checkpoint(tiny_ckpt)
     assert meta["temperature"] > 0 and 0 <= meta["unknown_threshold"] <= 1
+    bad = synth_data / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, out, err = run_cli("calibrate", "--weights", bad, "--data", synth_data)
+    assert code != 0 and "broken.pt: not a loadable checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
 def test_calibrate_chooses_inference_size_on_val(synth_data, tiny_ckpt, tmp_path):

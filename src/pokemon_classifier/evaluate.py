@@ -29,7 +29,7 @@ from pokemon_classifier.annotations import read_annotations, safe_image_path
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, atomic_write_text, subplots
 from pokemon_classifier.images import load_image
-from pokemon_classifier.models import load_checkpoint, resolve_weights
+from pokemon_classifier.models import load_checkpoint, model_from_checkpoint, read_checkpoint, resolve_weights
 from pokemon_classifier.presets import eval_transform
 
 
@@ -412,10 +412,11 @@ def choose_size(model, meta, paths, y_of, sizes, device, progress=False):
 
 def calibrate_main(args) -> int:
     device = _device(args.device)
-    ck = torch.load(args.weights, map_location="cpu", weights_only=True) if Path(args.weights).is_file() else None
-    if ck is None or "model" not in ck:
+    ck = read_checkpoint(args.weights)
+    if "model" not in ck or "arch" not in ck:
         raise UserError(f"{args.weights}: calibrate needs a pokemon-classifier checkpoint")
-    model, meta = load_checkpoint(args.weights, device)
+    model, meta = model_from_checkpoint(ck, args.weights)
+    model.to(device)
     df = select(args.data, args.splits, args.split)
     paths = [safe_image_path(args.data, n) for n in df["img_name"]]
     index_of = {dex: i for i, dex in enumerate(meta["class_ids"])}

@@ -225,7 +225,13 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module
     Returns (model in eval mode, meta) where meta has arch, class_ids, names, preprocessing, ...
     """
     path = Path(path)
-    ck = read_checkpoint(path)
+    model, meta = model_from_checkpoint(read_checkpoint(path), path)
+    model.eval().to(device)
+    return model, meta
+
+
+def model_from_checkpoint(ck: dict, path) -> tuple[nn.Module, dict]:
+    """(model, meta) from a checkpoint dict that read_checkpoint(path) returned; `path` names it in errors."""
     if "model" in ck and "arch" in ck:
         arch = ck["arch"]
         class_ids = [int(i) for i in ck.get("class_ids", pokedex.IDS)]
@@ -246,8 +252,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module
                         f"mobilenet_v3_large state_dict")
     meta["names"] = [pokedex.display_name(i) for i in meta["class_ids"]]
     meta.setdefault("temperature", 1.0)
-    model.eval().to(device)
-    return model, meta
+    return model.eval(), meta
 
 
 class _SliceLogits(nn.Module):

@@ -385,13 +385,14 @@ def calibrate_arguments(p) -> None:
     p.add_argument("--keep", type=float, default=0.95, help="share of correct predictions kept above the threshold")
     p.add_argument("--out", type=Path, help="write here instead of updating --weights in place")
     p.add_argument("--sizes", type=int, nargs="+", metavar="PX",
-                   help="also choose the inference crop size among these by top-1 on --split (ties: lower NLL); "
+                   help="also choose the inference crop size among these by top-1 on --split (ties: lower calibrated NLL); "
                         "a model trained on random crops often scores higher a little above its training size")
     p.add_argument("--device", default="auto")
 
 
 def choose_size(model, meta, paths, y_of, sizes, device, progress=False):
-    """Score each inference crop size on labelled images: top-1, ties broken by NLL, then the smaller size.
+    """Score each inference crop size on labelled images: top-1, ties broken by the NLL after
+    temperature scaling, then by the smaller size.
 
     Returns (best size, scores per size, (probs, errors) of the best size at temperature 1)."""
     scores, outputs = [], {}
@@ -402,10 +403,14 @@ def choose_size(model, meta, paths, y_of, sizes, device, progress=False):
         probs, errors = predict_probs(model, m, paths, device=device, temperature=1.0, progress=progress)
         ok = np.array([i not in errors for i in range(len(paths))])
         y, p = y_of[ok], probs[ok]
-        scores.append({"size": int(size), "top1": float((p.argmax(1) == y).mean()),
-                       "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())})
+        # NLL after each size's own temperature: the raw confidence changes with the size (BatchNorm
+        # statistics, label smoothing), and calibration fixes that afterwards anyway
+        logits = torch.from_numpy(np.log(np.clip(p, 1e-30, 1)))
+        nll = torch.nn.functional.cross_entropy(logits / fit_temperature(logits.numpy(), y), torch.from_numpy(y))
+        scores.append({"size": int(size), "top1": float((p.argmax(1) == y).mean()), "nll": float(nll)})
         outputs[int(size)] = probs, errors
-        print(f"  {size} px: top-1 {scores[-1]['top1']:.4f}, NLL {scores[-1]['nll']:.4f}", file=sys.stderr)
+        print(f"  {size} px: top-1 {scores[-1]['top1']:.4f}, NLL after temperature {scores[-1]['nll']:.4f}",
+              file=sys.stderr)
     best = min(scores, key=lambda r: (-r["top1"], r["nll"], r["size"]))["size"]
     return best, scores, outputs[best]
 

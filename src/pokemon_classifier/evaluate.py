@@ -424,19 +424,19 @@ def calibrate_main(args) -> int:
     model.to(device)
     df = select(args.data, args.splits, args.split)
     paths = [safe_image_path(args.data, n) for n in df["img_name"]]
-    index_of = {dex: i for i, dex in enumerate(meta["class_ids"])}
+    labels = df["pokemon_id"].map({dex: i for i, dex in enumerate(meta["class_ids"])})
     size_scores = None
     if args.sizes:
-        if df["pokemon_id"].map(index_of).isna().any():
+        if labels.isna().any():
             raise UserError(f"{args.data}: its {args.split} split has classes this checkpoint does not know")
         size, size_scores, (probs1, errors) = choose_size(
-            model, meta, paths, df["pokemon_id"].map(index_of).to_numpy(), args.sizes, device, sys.stderr.isatty())
+            model, meta, paths, labels.to_numpy(), args.sizes, device, sys.stderr.isatty())
         meta = dict(meta, preprocessing=dict(meta["preprocessing"], size=size))
         ck["preprocessing"] = meta["preprocessing"]
     else:
         probs1, errors = predict_probs(model, meta, paths, device=device, temperature=1.0, progress=sys.stderr.isatty())
     ok = np.array([i not in errors for i in range(len(df))])
-    y = df["pokemon_id"].map(index_of).to_numpy()[ok]
+    y = labels.to_numpy()[ok]
     logits = np.log(np.clip(probs1[ok], 1e-30, 1))  # log-softmax == logits up to a per-row constant
     t = fit_temperature(logits, y)
     probs_t = torch.softmax(torch.from_numpy(logits) / t, 1).numpy()

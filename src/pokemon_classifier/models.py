@@ -78,7 +78,6 @@ def lite_weights_file(arch: str = "efficientnet_lite0") -> Path:
     return Path(holder.get_model_file_path())
 
 
-
 def remap_in_order(src: dict, model: nn.Module, what: str) -> dict:
     """Pair src tensors with the model's state_dict keys in order, asserting every shape.
 

@@ -87,7 +87,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
         except ImageError as e:
             return JSONResponse({"error": "not a readable image: " + str(e).split(": ", 1)[-1]}, status_code=400)
         with lock:
-            result = classifier._result(classifier.probs(x[None])[0], clamp_k(k))
+            result = classifier.predict_tensors(x[None], clamp_k(k))[0]
         return result
 
     @app.post("/api/predict_video")

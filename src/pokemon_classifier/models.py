@@ -266,8 +266,10 @@ class _SliceLogits(nn.Module):
 
 
 def default_weights() -> Path | None:
-    """The best.pt shipped at the repository root (editable installs), else ./best.pt."""
-    for p in (Path(__file__).resolve().parents[2] / "best.pt", Path.cwd() / "best.pt"):
+    """The shipped best.pt: at the repository root (editable installs), inside the installed
+    package (a wheel carries it there), else ./best.pt."""
+    here = Path(__file__).resolve().parent
+    for p in (here.parents[1] / "best.pt", here / "best.pt", Path.cwd() / "best.pt"):
         if p.is_file():
             return p
     return None

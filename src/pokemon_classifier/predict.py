@@ -89,7 +89,8 @@ class Classifier:
         logits = self._run(batch)
         return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy()
 
-    def _result(self, p: np.ndarray, topk: int) -> dict:
+    def result(self, p: np.ndarray, topk: int) -> dict:
+        """One row of probabilities -> {'dex_id', 'name', 'probability', 'unknown', 'topk'}."""
         k = min(topk, len(p))
         order = np.argsort(-p)[:k]
         top = [{"dex_id": self.class_ids[i], "name": self.names[i], "probability": float(p[i])} for i in order]
@@ -98,8 +99,15 @@ class Classifier:
         return {"dex_id": None if unknown else best["dex_id"], "name": "unknown" if unknown else best["name"],
                 "probability": best["probability"], "unknown": bool(unknown), "topk": top}
 
+    def predict_tensors(self, batch: torch.Tensor, topk: int | list[int] = 5) -> list[dict]:
+        """Preprocessed (N,3,H,W) -> one result per row: the batched core of every predict path.
+
+        `topk` may be one k per row (the app batches requests that asked for different k)."""
+        ks = [topk] * len(batch) if isinstance(topk, int) else list(topk)
+        return [self.result(p, k) for p, k in zip(self.probs(batch), ks)]
+
     def predict(self, item, topk: int = 5) -> dict:
-        return self._result(self.probs(self.preprocess(item)[None])[0], topk)
+        return self.predict_tensors(self.preprocess(item)[None], topk)[0]
 
     def predict_batch(self, items, topk: int = 5, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """One result per item; unreadable items give {'error': '<file>: <reason>'} instead of raising."""
@@ -115,8 +123,8 @@ class Classifier:
                 except ImageError as e:
                     results[i] = {"error": str(e)}
             if tensors:
-                for i, p in zip(ok, self.probs(torch.stack(tensors))):
-                    results[i] = self._result(p, topk)
+                for i, r in zip(ok, self.predict_tensors(torch.stack(tensors), topk)):
+                    results[i] = r
             bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
@@ -139,7 +147,7 @@ class Classifier:
         if not times:
             raise ImageError(f"{path}: no frames could be decoded")
         p = np.concatenate(probs)
-        frames = [self._result(row, topk) for row in p]
+        frames = [self.result(row, topk) for row in p]
         segments = []
         step = 1.0 / fps
         for t, r in zip(times, frames):
@@ -152,7 +160,7 @@ class Classifier:
                                  "probs": [r["probability"]]})
         for s in segments:
             s["probability"] = float(np.mean(s.pop("probs")))
-        overall = self._result(p.mean(0), topk)
+        overall = self.result(p.mean(0), topk)
         return {"frames": len(times), "fps": fps, "segments": segments, "overall": overall}
 
 

@@ -261,3 +261,21 @@ def test_clean_on_empty_or_unreadable_annotations(tmp_path, content):
     (tmp_path / "annotations.csv").write_bytes(content)
     code, _, err = run_cli("clean", tmp_path, "--no-progress")
     _one_line_error(code, err, "annotations.csv")
+
+
+def test_stale_temp_files_of_a_killed_clean_are_removed(planted, tmp_path):
+    import os
+    import time
+
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    (data / "clean").mkdir(exist_ok=True)
+    old = time.time() - 3600
+    stale = [data / ".annotations.csv.ab12cd34.tmp", data / "clean" / ".report.html.x_y9z8w7.tmp"]
+    keep = [data / ".annotations.csv.tmp", data / "clean" / "my.tmp"]
+    for p in stale + keep:
+        p.write_text("x")
+        os.utime(p, (old, old))
+    code, _, err = run_cli("clean", data, "--apply", _decisions(tmp_path / "k.csv", "abra060.jpg,keep,\n"))
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -30,7 +31,7 @@ import pandas as pd
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations,
-                                            safe_image_path)
+                                            remove_stale_temps, safe_image_path)
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, sha256_file
 
@@ -475,6 +476,10 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    # temp files of a killed clean (fileio's ".<target>.<random>.tmp"), only those from before this run
+    started = time.time()
+    remove_stale_temps(args.data, [ANNOTATIONS], started)
+    remove_stale_temps(args.out or args.data / "clean", ["candidates.csv", "report.html", ".pending.json"], started)
     if args.apply and args.undo:
         raise UserError("--apply and --undo are exclusive")
     if args.apply:

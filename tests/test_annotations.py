@@ -216,3 +216,12 @@ def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
                     os.kill(k, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@pytest.mark.parametrize("content", ["img_name,pokemon_id\nabra001.jpg,152\n", "img_name,pokemon_id\na.jpg,1\nb.jpg,2,3\n"])
+def test_read_annotations_messages_are_one_plain_line(tmp_path, content):
+    (tmp_path / "annotations.csv").write_text(content)
+    with pytest.raises(UserError) as e:
+        read_annotations(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "np.int64" not in msg and str(tmp_path / "annotations.csv") in msg

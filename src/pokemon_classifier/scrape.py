@@ -652,7 +652,7 @@ def main(args) -> int:
             print(f"  {reason}: {c}")
     if dl.dead:
         shown = ", ".join(pokedex.display_name(d) for d in dl.dead[:10]) + (" ..." if len(dl.dead) > 10 else "")
-        print(f"error: {len(dl.dead)} classes got nothing because every search engine failed ({shown}); "
+        print(f"error: {len(dl.dead)} class{'' if len(dl.dead) == 1 else 'es'} got nothing because every search engine failed ({shown}); "
               f"check the network or --base-url, then run the same command again", file=sys.stderr)
         return 1
     return 0

@@ -113,6 +113,20 @@ class FakeWeb:
                 if kind == "slow":
                     time.sleep(3)
                     return self.send(200, image_bytes(5000 + n), "image/jpeg")
+                if kind == "drip":  # a slow-drip server: every read succeeds, the body never ends in time
+                    b = image_bytes(7000 + n)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(b)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(b)):
+                            self.wfile.write(b[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 if kind == "truncated":
                     b = image_bytes(6000 + n)
                     return self.send(200, b[: len(b) // 2], "image/jpeg")

@@ -65,3 +65,163 @@ def test_read_annotations_validates(tmp_path, content, msg):
     (tmp_path / "annotations.csv").write_text(content)
     with pytest.raises(UserError, match=msg):
         read_annotations(tmp_path)
+
+
+# ------------------------------------------------------------------ the Kaggle layout, odd names, kills
+
+KAGGLE_SPELLINGS = {83: "Farfetchd", 122: "MrMime"}  # how the Kaggle set spells them
+
+
+def _kaggle_tree(root):
+    """PokemonData/<Name>/*.jpg as in the Kaggle "7,000 labelled Pokemon" set: 150 folders, one of
+    them Alolan Sandslash, none for Nidoran (female or male)."""
+    from pokemon_classifier import pokedex
+
+    src = root / "PokemonData"
+    for dex in pokedex.IDS:
+        if dex in (29, 32):
+            continue
+        d = src / KAGGLE_SPELLINGS.get(dex, pokedex.display_name(dex))
+        d.mkdir(parents=True)
+        Image.new("RGB", (24, 24), (dex, 255 - dex, (dex * 7) % 256)).save(d / f"{dex:08x}.jpg")
+    (src / "Alolan Sandslash").mkdir()
+    Image.new("RGB", (24, 24), (1, 2, 3)).save(src / "Alolan Sandslash" / "a.jpg")
+    assert len([d for d in src.iterdir()]) == 150
+    return src
+
+
+def test_from_folders_kaggle_layout_skips_unknown_and_names_empty_classes(tmp_path):
+    src = _kaggle_tree(tmp_path)
+    code, out, err = run_cli("annotate", "--from-folders", src, "--out", tmp_path / "data")
+    assert code == 0, err
+    df = read_annotations(tmp_path / "data")
+    assert len(df) == 149 and df["pokemon_id"].nunique() == 149
+    assert not {29, 32} & set(df["pokemon_id"])
+    warn = [ln for ln in out.splitlines() if ln.startswith("warning:") and "Alolan Sandslash" in ln]
+    assert len(warn) == 1 and "not Gen-1" in warn[0]
+    empty = [ln for ln in out.splitlines() if "no images" in ln and "classes" in ln]
+    assert len(empty) == 1 and "Nidoran♀" in empty[0] and "Nidoran♂" in empty[0] and "Pikachu" not in empty[0]
+
+
+def test_from_folders_strict_refuses_unknown_folders(tmp_path):
+    from pokemon_classifier.annotations import import_from_folders
+
+    src = _kaggle_tree(tmp_path)
+    with pytest.raises(UserError, match="Alolan Sandslash"):
+        import_from_folders(src, tmp_path / "data", strict=True, echo=lambda *a: None)
+    assert not (tmp_path / "data" / "images").exists() or not list((tmp_path / "data" / "images").iterdir())
+
+
+def test_annotate_with_a_file_name_that_is_not_utf8(synth_data):
+    import os
+
+    (synth_data / "annotations.csv").unlink()
+    bad = os.fsdecode(b"pikachu\xff777.jpg")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(synth_data / "images" / bad, "JPEG")
+    code, out, err = run_cli("annotate", synth_data)
+    assert code == 0, err
+    df = pd.read_csv(synth_data / "annotations.csv")
+    assert set(df["pokemon_id"]) == set(CLASSES)
+    assert "pikachu\\xff777.jpg" in out  # named, escaped, not lost
+    assert (synth_data / "images" / bad).exists()
+    assert "pikachu\\xff777.jpg" in (synth_data / "annotate_report.csv").read_text(encoding="utf-8")
+
+
+def test_stale_temp_files_of_killed_runs_are_removed(synth_data):
+    import os
+    import time
+
+    old = time.time() - 3600
+    stale = [synth_data / ".class_distribution.png.k3j_x9ab.tmp", synth_data / ".annotations.csv.a1b2c3d4.tmp"]
+    keep = [synth_data / ".notes.tmp", synth_data / ".class_distribution.png.bak", synth_data / "mine.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+        os.utime(p, (old, old))
+    code, out, err = run_cli("annotate", synth_data)
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
+SLOW_DECODE = """
+import sys, time
+import PIL.Image
+real = PIL.Image.open
+def slow_open(*a, **k):  # a slow disk: every decode takes a while, so the kill lands mid-run
+    time.sleep(0.5)
+    return real(*a, **k)
+PIL.Image.open = slow_open
+from pokemon_classifier import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _children(pid):
+    import os
+
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pokemon_classifier
+
+    for i in range(100):  # enough images for the process pool
+        Image.new("RGB", (40, 40), (i, i, i)).save(synth_data / "images" / f"abra{200 + i:03d}.jpg")
+    env = dict(os.environ, PYTHONPATH=str(Path(pokemon_classifier.__file__).parents[1]))
+    p = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, "annotate", str(synth_data), "--workers", "2"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        kids = []
+        while time.time() - t0 < 60 and len(kids) < 2:
+            kids = _children(p.pid)
+            time.sleep(0.1)
+        assert len(kids) >= 2, "the worker pool never started"
+        time.sleep(1.0)  # workers busy decoding
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        t0 = time.time()
+        while time.time() - t0 < 20 and any(_alive(k) for k in kids):
+            time.sleep(0.1)
+        survivors = [k for k in kids if _alive(k)]
+        assert not survivors, f"orphaned workers: {survivors}"
+    finally:
+        for k in _children(p.pid) + kids:
+            if _alive(k):
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.parametrize("content", ["img_name,pokemon_id\nabra001.jpg,152\n", "img_name,pokemon_id\na.jpg,1\nb.jpg,2,3\n"])
+def test_read_annotations_messages_are_one_plain_line(tmp_path, content):
+    (tmp_path / "annotations.csv").write_text(content)
+    with pytest.raises(UserError) as e:
+        read_annotations(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "np.int64" not in msg and str(tmp_path / "annotations.csv") in msg

@@ -68,10 +68,11 @@ def test_apply_then_undo_is_byte_identical(planted, tmp_path):
     new = ann[ann["img_name"].str.startswith("bulbasaur")]
     assert len(new) == 17 and (new["pokemon_id"] == 1).all()
     assert (data / "quarantine" / "abra060.jpg").is_file() and (data / "quarantine" / "charmander099.jpg").is_file()
-    changes = pd.read_csv(data / "clean" / "changes.csv")
+    (journal,) = clean.journals(data)  # one apply, one journal
+    changes = pd.read_csv(journal)
     assert list(changes["action"]) == ["relabel", "relabel", "remove", "remove"]
     assert _tree_hash(data) != start
-    code, out, err = run_cli("clean", data, "--undo", data / "clean" / "changes.csv")
+    code, out, err = run_cli("clean", data, "--undo", journal)  # the explicit form still works
     assert code == 0, err
     assert _tree_hash(data) == start
 
@@ -120,3 +121,161 @@ def test_bad_decisions(planted, tmp_path):
     dec.write_text("img_name,action,new_label\nsquirtle050.jpg,relabel,Pikachoo\n")
     code, _, err = run_cli("clean", data, "--apply", dec)
     assert code == 2 and "Pikachoo" in err
+
+
+# ------------------------------------------------------------------ journals, undo, bad input
+
+KILL_AFTER_FIRST_MOVE = """
+import os, signal, sys
+from pokemon_classifier import cli
+real, moved = os.replace, [0]
+def replace(a, b):
+    if "/images/" in str(a):
+        moved[0] += 1
+        if moved[0] == 2:  # the first image of this apply has moved, the second has not
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+os.replace = replace
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _decisions(path, text):
+    path.write_text("img_name,action,new_label\n" + text)
+    return path
+
+
+def _one_line_error(code, err, *must):
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "np.int64" not in err
+    for m in must:
+        assert m in err, err
+
+
+def test_three_applies_with_kill_inside_second_then_undo_all(planted, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pokemon_classifier
+
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    start = _tree_hash(data)
+    ann0 = (data / "annotations.csv").read_bytes()
+    d1 = _decisions(tmp_path / "d1.csv", "squirtle050.jpg,relabel,bulbasaur\nabra060.jpg,remove,\n")
+    d2 = _decisions(tmp_path / "d2.csv", "mew050.jpg,relabel,bulbasaur\npikachu001.jpg,remove,\n"
+                                         "pikachu002.jpg,relabel,abra\n")
+    d3 = _decisions(tmp_path / "d3.csv", "bulbasaur001.jpg,relabel,squirtle\ncharmander099.jpg,remove,\n")
+    assert run_cli("clean", data, "--apply", d1)[0] == 0
+    env = dict(os.environ, PYTHONPATH=str(Path(pokemon_classifier.__file__).parents[1]))
+    r = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_MOVE, "clean", str(data), "--apply", str(d2)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr  # really killed inside the apply
+    assert not (data / "images" / "mew050.jpg").exists() and (data / "images" / "pikachu001.jpg").exists()
+    code, out, err = run_cli("clean", data, "--apply", d3)
+    assert code == 0, err
+    assert "finished an interrupted apply" in out
+    assert len(list((data / "clean" / "journal").glob("*.csv"))) >= 3
+    code, out, err = run_cli("clean", data, "--undo", "--all")
+    assert code == 0, err
+    assert _tree_hash(data) == start
+    assert (data / "annotations.csv").read_bytes() == ann0
+    assert not [p for p in (data / "quarantine").rglob("*") if p.is_file()]
+    code, _, err = run_cli("clean", data, "--undo")
+    _one_line_error(code, err, "nothing to undo")
+
+
+def test_undo_goes_back_one_apply_at_a_time(planted, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    h0 = _tree_hash(data)
+    assert run_cli("clean", data, "--apply", _decisions(tmp_path / "a.csv", "abra060.jpg,remove,\n"))[0] == 0
+    h1 = _tree_hash(data)
+    # the same second, the same decisions file name: the journals must not overwrite each other
+    assert run_cli("clean", data, "--apply", _decisions(tmp_path / "a.csv", "mew050.jpg,relabel,abra\n"))[0] == 0
+    assert _tree_hash(data) != h1
+    code, out, err = run_cli("clean", data, "--undo")
+    assert code == 0, err
+    assert _tree_hash(data) == h1
+    code, out, err = run_cli("clean", data, "--undo")
+    assert code == 0, err
+    assert _tree_hash(data) == h0
+
+
+def test_undo_of_an_older_journal_first_is_refused(planted, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    assert run_cli("clean", data, "--apply", _decisions(tmp_path / "a.csv", "abra060.jpg,remove,\n"))[0] == 0
+    assert run_cli("clean", data, "--apply", _decisions(tmp_path / "b.csv", "mew050.jpg,remove,\n"))[0] == 0
+    first = clean.journals(data)[0]
+    code, _, err = run_cli("clean", data, "--undo", first)
+    _one_line_error(code, err, first.name, "later")
+    assert (data / "quarantine" / "mew050.jpg").is_file()
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b\n1,2\n", b"\xff\xfe\x00bad", b"img_name,pokemon_id\nx.jpg,1\n"])
+def test_undo_with_empty_or_foreign_csv(planted, tmp_path, content):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    start = _tree_hash(data)
+    bad = tmp_path / "changes.csv"
+    bad.write_bytes(content)
+    code, _, err = run_cli("clean", data, "--undo", bad)
+    _one_line_error(code, err, str(bad))
+    assert _tree_hash(data) == start
+
+
+def test_decisions_cannot_escape_images(planted, tmp_path):
+    data = tmp_path / "ds" / "d"
+    shutil.copytree(planted, data)
+    secret = tmp_path / "ds" / "secret.txt"
+    secret.write_text("private")
+    start = _tree_hash(data)
+    dec = _decisions(tmp_path / "dec.csv", "abra060.jpg,remove,\n../../secret.txt,relabel,pikachu\n")
+    code, _, err = run_cli("clean", data, "--apply", dec)
+    _one_line_error(code, err, str(dec), "row 3")
+    assert secret.read_text() == "private" and _tree_hash(data) == start
+    assert not (data / "clean" / "journal").exists() or not list((data / "clean" / "journal").iterdir())
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00\x81 not utf-8\n", b"img_name,action,new_label\na,b,c,d,e\n",
+                                     b"img_name,action\nabra060.jpg,remove\nmew050.jpg,remove,x,y\n",
+                                     b"name,what\n"])
+def test_bad_decisions_files_are_one_line_errors(planted, tmp_path, content):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    start = _tree_hash(data)
+    dec = tmp_path / "dec.csv"
+    dec.write_bytes(content)
+    code, _, err = run_cli("clean", data, "--apply", dec)
+    _one_line_error(code, err, str(dec))
+    assert _tree_hash(data) == start
+
+
+@pytest.mark.parametrize("content", [b"img_name,pokemon_id\n", b"", b"img_name,pokemon_id\n\xff\xfe.jpg,1\n",
+                                     b"img_name,pokemon_id\nabra001.jpg,1,9\nabra002.jpg,1\n"])
+def test_clean_on_empty_or_unreadable_annotations(tmp_path, content):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations.csv").write_bytes(content)
+    code, _, err = run_cli("clean", tmp_path, "--no-progress")
+    _one_line_error(code, err, "annotations.csv")
+
+
+def test_stale_temp_files_of_a_killed_clean_are_removed(planted, tmp_path):
+    import os
+    import time
+
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    (data / "clean").mkdir(exist_ok=True)
+    old = time.time() - 3600
+    stale = [data / ".annotations.csv.ab12cd34.tmp", data / "clean" / ".report.html.x_y9z8w7.tmp"]
+    keep = [data / ".annotations.csv.tmp", data / "clean" / "my.tmp"]
+    for p in stale + keep:
+        p.write_text("x")
+        os.utime(p, (old, old))
+    code, _, err = run_cli("clean", data, "--apply", _decisions(tmp_path / "k.csv", "abra060.jpg,keep,\n"))
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)

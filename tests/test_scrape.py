@@ -38,7 +38,8 @@ def test_every_failure_mode_and_recovery(tmp_path):
         n = dl.run([25])
     files = sorted(p.name for p in (tmp_path / "images").iterdir())
     assert n == len(GOOD) + len(RECOVER) == len(files) == 9
-    assert {"pikachu008.jpg", "pikachu009.jpg"} <= set(files) or len([f for f in files if f.endswith(".jpg")]) == 7
+    assert sorted(f.split(".")[0] for f in files) == [f"pikachu{i:03d}" for i in range(1, 10)]  # no gaps
+    assert sum(f.endswith(".jpg") for f in files) == 7
     assert sum(f.endswith(".png") for f in files) == 1 and sum(f.endswith(".webp") for f in files) == 1
     f = dl.failures
     assert f["http 404"] == 1 and f["http 500"] == 1 and f["timeout"] == 1 and f["too large"] == 1
@@ -136,12 +137,81 @@ def test_sigkill_mid_run_then_resume(tmp_path):
         assert 5 <= len(saved) < 40
         for f in saved:  # no partial image under a real name
             Image.open(f).load()
+        journal = tmp_path / "manifest.journal.csv"
+        rows = pd.read_csv(journal, keep_default_na=False) if journal.exists() else pd.DataFrame(columns=["img_name"])
+        rows = rows[rows["img_name"].isin([f.name for f in saved])]
+        assert len(rows) == len(saved)  # every image on disk already has its journal row
+        saved_urls = [u.removeprefix(web.url) for u in rows["image_url"]]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
+        refetched = {u: web.hits[u] for u in saved_urls if web.hits[u] > 1}
     files = sorted(f.name for f in img_dir.iterdir())
     assert len(files) == 40 and not any(f.startswith(".") for f in files)
-    m = pd.read_csv(tmp_path / "manifest.csv")
+    m = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
     assert sorted(m["img_name"]) == files and m["sha256"].is_unique
+    # provenance survives the kill: every image, including those saved before it, has its engine and URL
+    assert (m["provider"] == "bing").all() and m["image_url"].str.startswith(web.url + "/img/ok-").all()
+    assert not refetched  # images saved before the kill were not downloaded again
+    assert not (tmp_path / "manifest.journal.csv").exists()  # merged into manifest.csv at the end
+
+
+def test_manifest_journal_with_a_torn_last_row_is_merged(tmp_path):
+    from pokemon_classifier.scrape import MANIFEST_COLUMNS, Manifest
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (80, 80)).save(tmp_path / "images" / "pikachu001.jpg")
+    (tmp_path / "manifest.journal.csv").write_text(
+        ",".join(MANIFEST_COLUMNS) + "\n"
+        "pikachu001.jpg,25,bing,q,http://x/1.jpg,http://x/p,abc,80,80,2026-01-01T00:00:00+00:00\n"
+        "pikachu002.jpg,25,bing,q,http://x/2.jpg,http://x/p,def,80,80,2026-01-01T00:00:00+00:00\n"  # image never landed
+        "pikachu003.jpg,25,bi")  # torn by the kill
+    m = Manifest(tmp_path)
+    assert list(m.df["img_name"]) == ["pikachu001.jpg"] and m.df["image_url"][0] == "http://x/1.jpg"
+    m.save()
+    assert not (tmp_path / "manifest.journal.csv").exists()
+    assert list(pd.read_csv(tmp_path / "manifest.csv")["provider"]) == ["bing"]
+
+
+def test_slow_drip_server_is_bounded_by_the_deadline(tmp_path):
+    with FakeWeb({"Pikachu pokemon": [f"/img/drip-{i}" for i in range(1, 4)]}) as web:
+        cmd = [sys.executable, "-m", "pokemon_classifier", "download", str(tmp_path), "--classes", "pikachu",
+               "--per-class", "3", "--provider", "bing", "--base-url", f"bing={web.url}", "--timeout", "5",
+               "--deadline", "2", "--retries", "0", "--search-interval", "0", "--no-progress"]
+        # without a deadline each drip image takes ~2,000 reads x 0.2 s; the run must end long before
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert "deadline: 3" in r.stdout
+    assert not list((tmp_path / "images").glob("pikachu*"))
+
+
+def test_dead_engine_exits_non_zero_and_counts_each_failure_once(tmp_path):
+    code, out, err = run_cli("download", tmp_path, "--classes", "pikachu", "--per-class", "5", "--provider", "bing",
+                             "--base-url", "bing=http://127.0.0.1:9", "--retries", "0", "--search-interval", "0",
+                             "--no-progress")
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Pikachu" in err and "Traceback" not in err
+    assert "search bing: connection error: 1" in out and "no results" not in out and "next:" not in out
+
+
+def test_classes_take_commas_like_provider(tmp_path):
+    with FakeWeb({"Pikachu pokemon": GOOD, "Bulbasaur pokemon": GOOD[:2]}) as web:
+        code, out, err = run_cli("download", tmp_path, "--classes", "pikachu,bulbasaur", "Mr. Mime", "--provider",
+                                 "bing", "--base-url", f"bing={web.url}", "--dry-run", "--search-interval", "0",
+                                 "--no-progress")
+    assert code == 0, err
+    assert "Pikachu: need 100, 7 candidates" in out and "Bulbasaur: need 100, 2 candidates" in out
+    assert "Mr. Mime: need 100, 0 candidates" in out
+
+
+def test_top_up_fetches_only_what_is_missing(tmp_path):
+    items = [f"/img/ok-{i}.jpg" for i in range(1, 41)]
+    with FakeWeb({"Abra pokemon": items}, image_delay=0.05) as web:
+        c = client()
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, workers=16, progress=False).run([63]) == 3
+        first = sum(r.startswith("/img/") for r in web.requests)
+        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=6, workers=16, progress=False).run([63]) == 3
+        second = sum(r.startswith("/img/") for r in web.requests) - first
+    assert first <= 4 and second <= 4  # 3 needed + a margin of 1, not one per worker
 
 
 @pytest.mark.network

@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,12 +71,70 @@ def check_image(path) -> Checked:
         return Checked(str(path), False, str(e).split(": ", 1)[-1])
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: a worker ends when its parent does, even on kill -9 of the parent.
+
+    Linux delivers SIGKILL to the worker when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
+    daemon thread polls the parent id. Use as ProcessPoolExecutor(initializer=die_with_parent,
+    initargs=(os.getpid(),)).
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process (no orphans after kill -9)."""
+    return ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
+# fileio.atomic_open names its temp files ".<target>.<mkstemp's 8 random chars>.tmp"
+def remove_stale_temps(folder, targets, older_than: float) -> list[Path]:
+    """Delete temp files that fileio.atomic_open left behind for `targets` in `folder` when a run was
+    killed, only those older than `older_than` (this run's start), never anything else."""
+    removed = []
+    folder = Path(folder)
+    for target in targets:
+        pattern = re.compile(r"\." + re.escape(target) + r"\.[A-Za-z0-9_]{8}\.tmp")
+        for p in folder.glob(f".{target}.*.tmp"):
+            try:
+                if pattern.fullmatch(p.name) and p.is_file() and p.stat().st_mtime < older_than:
+                    p.unlink()
+                    removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def shown(name) -> str:
+    """A file name as printable UTF-8: undecodable bytes as \\xNN (os.fsencode undoes surrogateescape)."""
+    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+
+
 def check_images(paths, workers: int | None = None, desc: str = "decoding", progress: bool = True) -> list[Checked]:
     paths = [str(p) for p in paths]
     workers = workers or default_workers()
     if workers <= 1 or len(paths) < 64:
         return [check_image(p) for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress)]
-    with ProcessPoolExecutor(workers) as ex:
+    with worker_pool(workers) as ex:
         return list(tqdm(ex.map(check_image, paths, chunksize=32), total=len(paths), desc=desc,
                          unit="img", leave=False, disable=not progress))
 
@@ -94,14 +155,14 @@ def read_annotations(data_dir) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"img_name": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV ({e})") from None
+        raise UserError(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
     if list(df.columns[:2]) != COLUMNS:
         raise UserError(f"{path}: header must be img_name,pokemon_id (got {','.join(map(str, df.columns))})")
     ids = pd.to_numeric(df["pokemon_id"], errors="coerce")
     bad = df[ids.isna() | (ids < 1) | (ids > pokedex.NUM_CLASSES) | (ids != ids.round())]
     if len(bad):
         row = bad.iloc[0]
-        raise UserError(f"{path}: pokemon_id must be 1..151, got {row['pokemon_id']!r} for {row['img_name']} "
+        raise UserError(f"{path}: pokemon_id must be 1..151, got {str(row['pokemon_id'])!r} for {row['img_name']} "
                         f"({len(bad)} bad rows)")
     df = df[COLUMNS].copy()
     df["pokemon_id"] = ids.astype(int)
@@ -147,10 +208,12 @@ def plot_class_counts(counts: pd.Series, path, min_per_class: int | None = None)
 def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot: bool = True,
              echo=print) -> pd.DataFrame:
     """Scan DATA/images, write DATA/annotations.csv (+ unreadable report, distribution plot)."""
+    started = time.time()
     data_dir = Path(data_dir)
     img_dir = data_dir / IMAGES
     if not img_dir.is_dir():
         raise UserError(f"{img_dir}: no images/ folder (expected {data_dir}/images/<name><NNN>.jpg)")
+    remove_stale_temps(data_dir, [ANNOTATIONS, "annotate_report.csv", "class_distribution.png"], started)
     files = sorted(p for p in img_dir.rglob("*") if is_image_file(p))
     if not files:
         raise UserError(f"{img_dir}: no files found")
@@ -158,6 +221,9 @@ def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot
     named = []
     for p in files:
         rel = p.relative_to(img_dir).as_posix()
+        if shown(rel) != rel:  # not valid UTF-8: it cannot go into a UTF-8 CSV; report it, keep the file
+            bad.append({"img_name": shown(rel), "reason": "file name is not valid UTF-8; rename it"})
+            continue
         try:
             named.append((rel, p, pokedex.id_from_filename(p.name)))
         except UserError as e:
@@ -186,14 +252,15 @@ def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot
     echo(f"wrote {out}: {len(df)} images, {int((counts > 0).sum())} classes"
          + (f"; {len(bad)} files left out, listed in {report}" if bad else ""))
     for b in bad[:20]:
-        echo(f"  unreadable: {b['img_name']}: {b['reason']}")
+        echo(f"  left out: {b['img_name']}: {b['reason']}")
     return df
 
 
-def import_from_folders(src, out, workers: int | None = None, echo=print) -> pd.DataFrame:
+def import_from_folders(src, out, workers: int | None = None, echo=print, strict: bool = False) -> pd.DataFrame:
     """Copy SRC/<ClassName>/*.jpg (Kaggle layout) to OUT/images/<name><NNN><ext> and annotate OUT.
 
-    Folder names go through the pokedex normaliser; unknown ones are an error naming them.
+    Folder names go through the pokedex normaliser; folders that are not Gen-1 Pokemon (the Kaggle
+    set has `Alolan Sandslash`) are skipped with one warning listing them, or refused with `strict`.
     Extensions come from the content. Existing images in OUT keep their numbers.
     """
     src, out = Path(src), Path(out)
@@ -208,19 +275,33 @@ def import_from_folders(src, out, workers: int | None = None, echo=print) -> pd.
         try:
             mapping[d] = pokedex.to_id(d.name)
         except UserError:
-            unknown.append(d.name)
+            unknown.append(shown(d.name))
+    if unknown and (strict or not mapping):
+        raise UserError(f"{src}: folders that are not Gen-1 Pokemon: {', '.join(unknown)}"
+                        + ("" if mapping else " (and no Gen-1 folder at all)"))
     if unknown:
-        raise UserError(f"{src}: folders that are not Gen-1 Pokemon: {', '.join(unknown)}")
+        echo(f"warning: skipped {len(unknown)} folders that are not Gen-1 Pokemon: {', '.join(unknown)} "
+             "(--strict refuses instead)")
+    folders = [d for d in folders if d in mapping]
     img_dir = out / IMAGES
     img_dir.mkdir(parents=True, exist_ok=True)
+    # a killed import leaves .<name><NNN>.<ext>.tmp copies; they are ours and safe to drop
+    started = time.time()
+    for p in img_dir.glob(".*.tmp"):
+        try:
+            pokedex.parse_filename(p.name[1:-4])
+        except UserError:
+            continue
+        if p.stat().st_mtime < started:
+            p.unlink(missing_ok=True)
     copied = skipped = 0
     for d in tqdm(folders, desc="importing", unit="class"):
         dex = mapping[d]
         last = max((n for _, n in class_files(img_dir, dex)), default=0)  # existing images keep their numbers
         files = sorted(p for p in d.rglob("*") if is_image_file(p))
-        for chk in check_images(files, workers, desc=d.name):
+        for chk in check_images(files, workers, desc=shown(d.name)):
             if not chk.ok:
-                echo(f"skipped {chk.path}: {chk.reason}")
+                echo(f"skipped {shown(chk.path)}: {chk.reason}")
                 skipped += 1
                 continue
             last += 1
@@ -231,4 +312,8 @@ def import_from_folders(src, out, workers: int | None = None, echo=print) -> pd.
             os.replace(tmp, dst)
             copied += 1
     echo(f"copied {copied} images from {len(folders)} folders into {img_dir}" + (f"; skipped {skipped}" if skipped else ""))
-    return annotate(out, workers=workers, echo=echo)
+    df = annotate(out, workers=workers, echo=echo)
+    empty = [pokedex.display_name(i) for i in pokedex.IDS if i not in set(df["pokemon_id"])]
+    if empty:
+        echo(f"warning: {len(empty)} of the {pokedex.NUM_CLASSES} classes got no images: {', '.join(empty)}")
+    return df

@@ -2,14 +2,16 @@
 
     pokemon-classifier clean data/                          # -> data/clean/report.html + candidates.csv
     pokemon-classifier clean data/ --apply decisions.csv    # relabel (rename) / remove (quarantine)
-    pokemon-classifier clean data/ --undo data/clean/changes.csv
+    pokemon-classifier clean data/ --undo                   # undo the last apply
+    pokemon-classifier clean data/ --undo --all             # back to the original, byte for byte
 
 Label issues use confident learning (Northcutt et al., the method behind cleanlab, implemented here
 because cleanlab is AGPL): out-of-fold probabilities from K-fold logistic regression on cached
 ImageNet features; an image is suspect when p(given label) is below that class's average
 self-confidence and another class is more likely; ranked by margin. Nothing is ever deleted:
-removals go to DATA/quarantine/, and every change is journaled so `--undo` restores the dataset
-byte for byte.
+removals go to DATA/quarantine/, and every apply gets its own journal (DATA/clean/journal/<id>.csv
+with annotation snapshots), so `--undo` goes back one apply and `--undo --all` restores the dataset
+byte for byte, even after crashes.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import html
 import io
 import json
 import os
-import shutil
+import time
+import uuid
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations
+from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations,
+                                            remove_stale_temps, safe_image_path)
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
+from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, sha256_file
 
 CANDIDATE_COLUMNS = ["finding", "rank", "img_name", "pokemon_id", "given", "suggested_id", "suggested",
                      "probability", "score", "reason", "group"]
@@ -251,31 +255,54 @@ def _next_free(data_dir: Path, dex: int, ext: str, taken: set) -> str:
     return f"{pokedex.name(dex)}{max(nums, default=0) + 1:03d}{ext}"
 
 
-def plan(data_dir: Path, decisions: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    label_of = dict(zip(df["img_name"], df["pokemon_id"]))
+def read_csv_input(path, what: str, dtype=str) -> pd.DataFrame:
+    """A user-supplied CSV, or a one-line UserError naming the file (empty, not UTF-8, ragged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        return pd.read_csv(path, dtype=dtype, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty file (expected a {what} with a header row)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected a {what})") from None
+    except pd.errors.ParserError as e:
+        raise UserError(f"{path}: not a well-formed CSV ({' '.join(str(e).split())})") from None
+
+
+def plan(data_dir: Path, decisions: pd.DataFrame, df: pd.DataFrame, source="decisions.csv") -> pd.DataFrame:
+    label_of = {k: int(v) for k, v in zip(df["img_name"], df["pokemon_id"])}  # plain ints: no np.int64 in messages
     steps, taken = [], set()
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for i, r in enumerate(decisions.itertuples()):
         name, action = str(r.img_name), str(r.action).strip().lower()
-        src = data_dir / "images" / name
+        where = f"{source}: row {i + 2}"
+        try:  # the same guard as annotations.csv: a decision may not reach outside images/
+            src = safe_image_path(data_dir, name)
+        except UserError:
+            raise UserError(f"{where}: img_name {name!r} must stay inside images/") from None
+        name = src.relative_to(data_dir / "images").as_posix()
         if action == "keep":
             continue
         if action not in ("relabel", "remove"):
-            raise UserError(f"decisions row {i + 2}: action must be keep, relabel or remove (got {r.action!r})")
+            raise UserError(f"{where}: action must be keep, relabel or remove (got {str(r.action)!r})")
         if not src.is_file():
-            raise UserError(f"decisions row {i + 2}: {src} not found")
-        old = label_of.get(name)
+            raise UserError(f"{where}: {src} not found")
+        old = label_of.get(name, "")
         if action == "remove":
             dest = data_dir / "quarantine" / name
             if dest.exists():
-                raise UserError(f"{dest} already exists; move it away first")
+                raise UserError(f"{where}: {dest} already exists; move it away first")
             steps.append(dict(action="remove", img_name=name, new_img_name="", old_id=old, new_id="",
                               from_path=f"images/{name}", to_path=f"quarantine/{name}", at=at))
         else:
-            new_label = getattr(r, "new_label", "")
-            if not isinstance(new_label, str) or not new_label.strip():
-                raise UserError(f"decisions row {i + 2}: relabel of {name} needs new_label")
-            new = pokedex.to_id(new_label)
+            new_label = str(getattr(r, "new_label", "") or "")
+            if not new_label.strip():
+                raise UserError(f"{where}: relabel of {name} needs new_label")
+            try:
+                new = pokedex.to_id(new_label)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
             new_name = _next_free(data_dir, new, Path(name).suffix, taken)
             taken.add(new_name)
             steps.append(dict(action="relabel", img_name=name, new_img_name=new_name, old_id=old, new_id=new,
@@ -313,18 +340,60 @@ def _pending(data_dir: Path) -> Path:
     return data_dir / "clean" / ".pending.json"
 
 
+def _journal_dir(data_dir: Path) -> Path:
+    return data_dir / "clean" / "journal"
+
+
+def _undone_marker(journal_path: Path) -> Path:
+    return journal_path.with_name(journal_path.stem + ".undone")
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    with atomic_open(dst, "wb") as f:
+        f.write(src.read_bytes())
+
+
+def read_journal(data_dir: Path, path) -> pd.DataFrame:
+    """A changes journal written by --apply, or a one-line error (empty, foreign, escaping the data folder)."""
+    path = Path(path)
+    journal = read_csv_input(path, "clean journal (DATA/clean/journal/*.csv)", dtype={"new_img_name": str})
+    missing = [c for c in JOURNAL_COLUMNS + ["annotations_before"] if c not in journal.columns]
+    if missing or journal.empty:
+        raise UserError(f"{path}: not a journal written by `clean --apply` "
+                        + (f"(missing columns {', '.join(missing)})" if missing else "(no rows)"))
+    for col in ("from_path", "to_path"):
+        for v in journal[col].astype(str):
+            p = PurePosixPath(v)
+            if p.is_absolute() or ".." in p.parts or p.parts[:1] not in (("images",), ("quarantine",)):
+                raise UserError(f"{path}: {col} {v!r} is outside images/ and quarantine/")
+    before = path.parent / str(journal["annotations_before"].iloc[0])
+    if PurePosixPath(str(journal["annotations_before"].iloc[0])).name != str(journal["annotations_before"].iloc[0]) \
+            or not before.is_file():
+        raise UserError(f"{path}: its annotations snapshot {before} is missing")
+    return journal
+
+
 def recover(data_dir: Path, echo=print) -> None:
     """Finish an --apply/--undo that crashed half-way (files moved, annotations not yet written)."""
     marker = _pending(data_dir)
     if not marker.is_file():
         return
     info = json.loads(marker.read_text())
-    journal = pd.read_csv(data_dir / info["journal"], dtype={"new_img_name": str}, keep_default_na=False)
+    jpath = data_dir / info["journal"]
+    journal = pd.read_csv(jpath, dtype={"new_img_name": str}, keep_default_na=False)
     _move_all(data_dir, journal, info["mode"] == "undo")
-    shutil.copyfile(data_dir / info["annotations"], data_dir / f".{ANNOTATIONS}.tmp")
-    os.replace(data_dir / f".{ANNOTATIONS}.tmp", data_dir / ANNOTATIONS)
+    _copy_atomic(data_dir / info["annotations"], data_dir / ANNOTATIONS)
+    if info["mode"] == "undo":
+        atomic_write_text(_undone_marker(jpath), datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
     marker.unlink()
     echo(f"finished an interrupted {info['mode']} from {info['journal']}")
+
+
+def journals(data_dir: Path) -> list[Path]:
+    """Applied journals not yet undone, oldest first (ids sort by time)."""
+    jdir = _journal_dir(data_dir)
+    found = sorted(p for p in jdir.glob("*.csv") if not p.name.endswith((".before.csv", ".after.csv")))
+    return [p for p in found if not _undone_marker(p).exists()]
 
 
 def apply(data_dir, decisions_path, echo=print) -> Path:
@@ -332,51 +401,61 @@ def apply(data_dir, decisions_path, echo=print) -> Path:
     recover(data_dir, echo)
     if not Path(decisions_path).is_file():
         raise UserError(f"{decisions_path}: decisions file not found (export it from {data_dir}/clean/report.html)")
-    decisions = pd.read_csv(decisions_path, dtype=str, keep_default_na=False)
+    decisions = read_csv_input(decisions_path, "decisions file")
     if not {"img_name", "action"} <= set(decisions.columns):
         raise UserError(f"{decisions_path}: needs columns img_name,action[,new_label]")
     if "new_label" not in decisions.columns:
         decisions["new_label"] = ""
     df = read_annotations(data_dir)
-    journal = plan(data_dir, decisions, df)
+    journal = plan(data_dir, decisions, df, source=decisions_path)
     if journal.empty:
         echo("nothing to do (every decision is keep)")
-        return data_dir / "clean" / "changes.csv"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    cdir = data_dir / "clean"
-    cdir.mkdir(parents=True, exist_ok=True)
-    before = cdir / f"annotations.before-{stamp}.csv"
-    after = cdir / f"annotations.after-{stamp}.csv"
-    shutil.copyfile(data_dir / ANNOTATIONS, before)  # undo restores this byte for byte
+        return _journal_dir(data_dir)
+    # one journal per apply, never overwritten: a time-ordered unique id
+    jid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+    jdir = _journal_dir(data_dir)
+    jdir.mkdir(parents=True, exist_ok=True)
+    before, after, jpath = jdir / f"{jid}.before.csv", jdir / f"{jid}.after.csv", jdir / f"{jid}.csv"
+    _copy_atomic(data_dir / ANNOTATIONS, before)  # undo restores this byte for byte
     atomic_write_csv(after, _annotations_after(df, journal))
     journal["annotations_before"] = before.name
     journal["annotations_after"] = after.name
-    jpath = cdir / "changes.csv"
     atomic_write_csv(jpath, journal)
     # the marker makes the multi-file change crash-safe: any later apply/undo/clean rolls it forward
-    atomic_write_text(_pending(data_dir), json.dumps({"mode": "apply", "journal": "clean/changes.csv",
-                                                      "annotations": f"clean/{after.name}"}))
+    atomic_write_text(_pending(data_dir), json.dumps({"mode": "apply", "journal": jpath.relative_to(data_dir).as_posix(),
+                                                      "annotations": after.relative_to(data_dir).as_posix()}))
     recover(data_dir, echo=lambda *a: None)
     n = journal["action"].value_counts()
-    echo(f"applied {n.get('relabel', 0)} relabels and {n.get('remove', 0)} removals (to quarantine/); "
-         f"log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo {jpath}")
+    echo(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals (to quarantine/); "
+         f"log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo")
     return jpath
 
 
-def undo(data_dir, journal_path, echo=print) -> None:
+def undo(data_dir, journal_path=None, echo=print, all_: bool = False) -> int:
+    """Undo the last apply (or JOURNAL_PATH, or with all_ every apply, newest first). Returns how many."""
     data_dir = Path(data_dir)
     recover(data_dir, echo)
-    if not Path(journal_path).is_file():
-        raise UserError(f"{journal_path}: changes file not found")
-    journal = pd.read_csv(journal_path, dtype={"new_img_name": str}, keep_default_na=False)
-    if journal.empty:
-        echo("nothing to undo")
-        return
-    before = Path(journal_path).parent / journal["annotations_before"].iloc[0]
-    atomic_write_text(_pending(data_dir), json.dumps({"mode": "undo", "journal": os.path.relpath(journal_path, data_dir),
-                                                      "annotations": os.path.relpath(before, data_dir)}))
-    recover(data_dir, echo=lambda *a: None)
-    echo(f"undid {len(journal)} changes from {journal_path}")
+    live = journals(data_dir)
+    if journal_path is not None:
+        jpath = Path(journal_path)
+        read_journal(data_dir, jpath)
+        later = [p for p in live if p.name > jpath.name and p.parent.resolve() == jpath.parent.resolve()]
+        if later:
+            raise UserError(f"{jpath}: {len(later)} later apply(s) must be undone first "
+                            f"(pokemon-classifier clean {data_dir} --undo)")
+        todo = [jpath]
+    else:
+        if not live:
+            raise UserError(f"{_journal_dir(data_dir)}: nothing to undo")
+        todo = live[::-1] if all_ else [live[-1]]
+    for jpath in todo:
+        journal = read_journal(data_dir, jpath)
+        before = jpath.parent / journal["annotations_before"].iloc[0]
+        atomic_write_text(_pending(data_dir), json.dumps({"mode": "undo", "journal": os.path.relpath(jpath, data_dir),
+                                                          "annotations": os.path.relpath(before, data_dir)}))
+        recover(data_dir, echo=lambda *a: None)
+        echo(f"undid {len(journal)} changes from {jpath}")
+    return len(todo)
 
 
 # ------------------------------------------------------------------ CLI
@@ -384,7 +463,9 @@ def undo(data_dir, journal_path, echo=print) -> None:
 def add_arguments(p) -> None:
     p.add_argument("data", type=Path, help="data folder (annotations.csv + images/)")
     p.add_argument("--apply", type=Path, metavar="DECISIONS", help="apply a decisions.csv exported from the report")
-    p.add_argument("--undo", type=Path, metavar="CHANGES", help="undo an --apply using its changes.csv")
+    p.add_argument("--undo", nargs="?", type=Path, const=True, metavar="JOURNAL",
+                   help="undo the last --apply (or the one whose DATA/clean/journal/*.csv is given)")
+    p.add_argument("--all", action="store_true", help="with --undo: undo every apply, back to the original")
     p.add_argument("--out", type=Path, help="report folder (default: DATA/clean)")
     p.add_argument("--folds", type=int, default=5, help="K for out-of-fold probabilities")
     p.add_argument("--weights", help="use this checkpoint's features instead of ImageNet efficientnet_lite0")
@@ -395,15 +476,23 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    # temp files of a killed clean (fileio's ".<target>.<random>.tmp"), only those from before this run
+    started = time.time()
+    remove_stale_temps(args.data, [ANNOTATIONS], started)
+    remove_stale_temps(args.out or args.data / "clean", ["candidates.csv", "report.html", ".pending.json"], started)
     if args.apply and args.undo:
         raise UserError("--apply and --undo are exclusive")
     if args.apply:
         apply(args.data, args.apply)
         return 0
+    if args.all and args.undo is not True:
+        raise UserError("--all goes with --undo and no journal: pokemon-classifier clean DATA --undo --all")
     if args.undo:
-        undo(args.data, args.undo)
+        undo(args.data, None if args.undo is True else args.undo, all_=args.all)
         return 0
     recover(args.data)
+    if read_annotations(args.data).empty:
+        raise UserError(f"{args.data / ANNOTATIONS}: no images listed (only a header); nothing to clean")
     cand = find_candidates(args.data, args.min_size, args.folds, args.weights, args.threshold, args.outliers,
                            args.progress)
     out = args.out or args.data / "clean"

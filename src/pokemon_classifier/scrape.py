@@ -1,7 +1,7 @@
 """Collect images per Pokemon from an image search engine into DATA/images/<name><NNN>.<ext>.
 
     pokemon-classifier download data/ --per-class 100                       # all 151, Bing then DuckDuckGo
-    pokemon-classifier download data/ --classes pikachu "Mr. Mime" --provider duckduckgo --dry-run
+    pokemon-classifier download data/ --classes pikachu,"Mr. Mime" --provider duckduckgo --dry-run
     pokemon-classifier download data/ --provider urls --url-list links.csv    # links you collected
     python scripts/download_dataset.py data/                                  # the original script name
 
@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -49,14 +50,16 @@ class Hit:
     thumb_url: str = ""
     page_url: str = ""
     title: str = ""
+    query: str = ""  # the search that found it ("" for a URL list)
 
 
 class FetchError(Exception):
     """A failed request; `reason` is a short category for the end-of-run summary."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", partial: list | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.partial = partial or []  # hits gathered before a search failed part-way
 
 
 # ------------------------------------------------------------------ HTTP
@@ -102,23 +105,35 @@ class HttpClient:
         self.timeout, self.retries, self.backoff, self.max_bytes = timeout, retries, backoff, max_bytes
         self.limiter = HostLimiter(per_host, min_interval)
 
-    def _wait(self, attempt: int, retry_after: str | None) -> None:
+    def _wait(self, attempt: int, retry_after: str | None, end: float | None = None) -> None:
+        pause = self.backoff * (2 ** attempt) * (0.5 + random.random())  # exponential, jittered
         if retry_after:
             try:
-                time.sleep(min(float(retry_after), 30.0))
-                return
+                pause = min(float(retry_after), 30.0)
             except ValueError:
                 pass
-        time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))  # exponential, jittered
+        if end is not None:
+            pause = min(pause, max(0.0, end - time.monotonic()))
+        time.sleep(pause)
 
-    def get(self, url: str, params: dict | None = None, stream_to=None) -> tuple[int, bytes, dict]:
-        """GET with retries. Returns (status, body, headers); body streamed to `stream_to` (a file) if given."""
+    def get(self, url: str, params: dict | None = None, stream_to=None,
+            deadline: float | None = None) -> tuple[int, bytes, dict]:
+        """GET with retries. Returns (status, body, headers); body streamed to `stream_to` (a file) if given.
+
+        `timeout` bounds each socket read; `deadline` (seconds) bounds the whole download, retries
+        included, so a server that drips one byte per read cannot hold a worker for long.
+        """
         host = urlparse(url).netloc
+        end = None if deadline is None else time.monotonic() + deadline
         last = None
         for attempt in range(self.retries + 1):
+            self._check_deadline(end, url, deadline)
             self.limiter.acquire(host)
             try:
-                with self.session.get(url, params=params, timeout=self.timeout, stream=True) as r:
+                connect, read = self.timeout
+                if end is not None:
+                    read = max(0.01, min(read, end - time.monotonic()))
+                with self.session.get(url, params=params, timeout=(connect, read), stream=True) as r:
                     if r.status_code in RETRY_STATUS and attempt < self.retries:
                         last = FetchError(f"http {r.status_code}")
                         retry_after = r.headers.get("Retry-After")
@@ -129,7 +144,7 @@ class HttpClient:
                         if declared and declared.isdigit() and int(declared) > self.max_bytes:
                             raise FetchError("too large", f"{declared} bytes")
                         size, chunks = 0, []
-                        for chunk in r.iter_content(64 * 1024):
+                        for chunk in self._chunks(r, end, url, deadline):
                             size += len(chunk)
                             if size > self.max_bytes:
                                 raise FetchError("too large", f"over {self.max_bytes} bytes")
@@ -152,27 +167,80 @@ class HttpClient:
             if stream_to is not None:
                 stream_to.seek(0)
                 stream_to.truncate()
-            self._wait(attempt, retry_after)
+            self._wait(attempt, retry_after, end)
         raise last or FetchError("failed", url)
+
+    @staticmethod
+    def _check_deadline(end, url, deadline) -> None:
+        if end is not None and time.monotonic() >= end:
+            raise FetchError("deadline", f"{url} (over {deadline:g} s)")
+
+    def _chunks(self, r, end, url, deadline):
+        """The body, one socket read at a time (read1), checking the deadline between reads."""
+        import urllib3
+
+        while True:
+            self._check_deadline(end, url, deadline)
+            try:
+                chunk = r.raw.read1(64 * 1024)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise requests.exceptions.ReadTimeout(url) from None
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as e:
+                raise requests.exceptions.ConnectionError(str(e)) from None
+            if not chunk:
+                return
+            yield chunk
 
 
 # ------------------------------------------------------------------ providers
 
 class Provider:
+    """A source of image links for a class. Subclasses implement `hits`."""
+
     name = "base"
+
+    def hits(self, dex: int, query: str, want: int, seen_urls: set, max_pages: int) -> list[Hit]:
+        raise NotImplementedError
+
+    def check_classes(self, classes: list[int]) -> None:
+        """Refuse a class list this provider cannot serve (a UserError); most serve any."""
+
+
+class SearchProvider(Provider):
+    """An image search engine: build request -> parse body -> hits, paged until an empty page."""
+
     page_size = 35
+    default_base = ""
 
     def __init__(self, client: HttpClient, base_url: str | None = None):
         self.client = client
         self.base_url = (base_url or self.default_base).rstrip("/")
 
-    default_base = ""
-
     def search(self, query: str, offset: int, count: int) -> list[Hit]:
         raise NotImplementedError
 
+    def hits(self, dex, query, want, seen_urls, max_pages):
+        hits, offset, urls = [], 0, set()
+        try:
+            for _ in range(max_pages):
+                page = self.search(query, offset, self.page_size)
+                if not page:
+                    break  # an empty page ends pagination
+                new = [h for h in page if h.image_url not in seen_urls and h.image_url not in urls]
+                for h in new:
+                    h.query = query
+                    urls.add(h.image_url)
+                hits += new
+                offset += len(page)
+                if len(hits) >= want * 2 or not new:
+                    break
+        except FetchError as e:
+            e.partial = hits
+            raise
+        return hits
 
-class BingProvider(Provider):
+
+class BingProvider(SearchProvider):
     """GET /images/async?q=&first=&count= -> HTML fragment; each result's `m` attribute is JSON."""
 
     name = "bing"
@@ -198,7 +266,7 @@ class BingProvider(Provider):
         return hits
 
 
-class DuckDuckGoProvider(Provider):
+class DuckDuckGoProvider(SearchProvider):
     """GET /?q= for a vqd token, then /i.js?o=json&q=&vqd=&p=1&s=OFFSET -> JSON results[]."""
 
     name = "duckduckgo"
@@ -241,7 +309,8 @@ class UrlListProvider(Provider):
     name = "urls"
 
     def __init__(self, client, path):
-        super().__init__(client, "")
+        self.client = client
+        self.path = Path(path)
         self.by_class: dict[int | None, list[Hit]] = {}
         path = Path(path)
         if not path.is_file():
@@ -257,15 +326,119 @@ class UrlListProvider(Provider):
             dex = pokedex.to_id(cls) if cls else None
             self.by_class.setdefault(dex, []).append(Hit(url))
 
-    def hits_for(self, dex: int) -> list[Hit]:
+    def hits(self, dex, query, want, seen_urls, max_pages):
         """URLs labelled with this class, plus unlabelled ones (allowed only when one class is fetched)."""
-        return self.by_class.get(dex, []) + self.by_class.get(None, [])
+        return [h for h in self.by_class.get(dex, []) + self.by_class.get(None, []) if h.image_url not in seen_urls]
 
-    def search(self, query, offset, count):
-        raise NotImplementedError("UrlListProvider is not searched")
+    def check_classes(self, classes):
+        if None in self.by_class and len(classes) != 1:
+            raise UserError(f"--url-list {self.path}: lines without a class column need exactly one --classes")
 
 
 PROVIDERS = {"bing": BingProvider, "duckduckgo": DuckDuckGoProvider}
+
+
+# ------------------------------------------------------------------ provenance
+
+class Manifest:
+    """DATA/manifest.csv (where each image came from) plus DATA/manifest.journal.csv, an append-only
+    journal with one fsynced row per image, written *before* the image is renamed into place.
+
+    A kill -9 at any moment therefore leaves every saved image with its provenance; the journal is
+    merged into manifest.csv (atomically) when a class finishes and at the next start. Journal rows
+    whose image never landed, and a row torn by the kill, are dropped.
+    """
+
+    def __init__(self, data_dir):
+        self.data = Path(data_dir)
+        self.path = self.data / "manifest.csv"
+        self.journal_path = self.data / "manifest.journal.csv"
+        self.df = self._load()
+        self._pending: list[dict] = []
+        self._fh = None
+        journaled = self._read_journal()
+        if journaled:
+            self._pending = journaled
+            self.save()
+
+    def _load(self) -> pd.DataFrame:
+        if not self.path.is_file():
+            return pd.DataFrame(columns=MANIFEST_COLUMNS)
+        try:
+            df = pd.read_csv(self.path, dtype=str, encoding="utf-8").fillna("")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise UserError(f"{self.path}: not a readable CSV ({' '.join(str(e).split())})") from None
+        missing = set(MANIFEST_COLUMNS) - set(df.columns)
+        if missing:
+            raise UserError(f"{self.path}: missing columns {sorted(missing)}")
+        return df[MANIFEST_COLUMNS]
+
+    def _read_journal(self) -> list[dict]:
+        if not self.journal_path.is_file():
+            return []
+        known = set(self.df["img_name"])
+        with open(self.journal_path, newline="", encoding="utf-8", errors="replace") as f:
+            rows = [r for r in csv.reader(f) if len(r) == len(MANIFEST_COLUMNS) and r != MANIFEST_COLUMNS]
+        out = []
+        for r in rows:
+            row = dict(zip(MANIFEST_COLUMNS, r))
+            if row["img_name"] not in known and (self.data / "images" / row["img_name"]).is_file():
+                known.add(row["img_name"])
+                out.append(row)
+        return out
+
+    @staticmethod
+    def row(img_name: str, dex: int, provider: str = "unknown", hit: Hit | None = None, sha256: str = "",
+            width="", height="", fetched_at: str | None = None) -> dict:
+        return {"img_name": img_name, "pokemon_id": str(dex), "provider": provider,
+                "query": hit.query if hit else "", "image_url": hit.image_url if hit else "",
+                "page_url": hit.page_url if hit else "", "sha256": sha256, "width": str(width),
+                "height": str(height),
+                "fetched_at": fetched_at or datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def add(self, row: dict) -> None:
+        """Journal one row durably (the caller serialises calls)."""
+        if self._fh is None:
+            new = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
+            self._fh = open(self.journal_path, "a", newline="", encoding="utf-8")
+            if new:
+                csv.writer(self._fh).writerow(MANIFEST_COLUMNS)
+        csv.writer(self._fh).writerow([row[c] for c in MANIFEST_COLUMNS])
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._pending.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        if not self._pending:
+            return self.df
+        return pd.concat([self.df, pd.DataFrame(self._pending, columns=MANIFEST_COLUMNS)], ignore_index=True)
+
+    def save(self) -> None:
+        """Merge the journal into manifest.csv (atomic), then drop the journal."""
+        self.df = self.frame()
+        self._pending = []
+        atomic_write_csv(self.path, self.df)
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self.journal_path.unlink(missing_ok=True)
+
+    def reconcile(self, images: Path) -> None:
+        """Images on disk without a row (saved by a version without the journal, or copied in by hand)."""
+        known = set(self.frame()["img_name"])
+        added = False
+        for p in sorted(images.iterdir()) if images.is_dir() else []:
+            if p.name.startswith(".") or p.name in known:
+                continue
+            try:
+                dex = pokedex.id_from_filename(p.name)
+            except UserError:
+                continue
+            self._pending.append(self.row(p.name, dex, sha256=sha256_file(p), fetched_at=datetime.fromtimestamp(
+                p.stat().st_mtime, timezone.utc).isoformat()))
+            added = True
+        if added:
+            self.save()
 
 
 # ------------------------------------------------------------------ the downloader
@@ -273,81 +446,44 @@ PROVIDERS = {"bing": BingProvider, "duckduckgo": DuckDuckGoProvider}
 class Downloader:
     def __init__(self, data_dir, providers: list[Provider], client: HttpClient, per_class: int = 100,
                  min_size: int = 64, workers: int = 16, query_template: str = "{name} pokemon",
-                 max_pages: int = 10, progress: bool = True, echo=print):
+                 max_pages: int = 10, progress: bool = True, echo=print, deadline: float | None = 30.0):
         self.data = Path(data_dir)
         self.images = self.data / "images"
         self.providers, self.client = providers, client
         self.per_class, self.min_size, self.workers = per_class, min_size, workers
         self.query_template, self.max_pages, self.progress, self.echo = query_template, max_pages, progress, echo
+        self.deadline = deadline
         self.failures: Counter = Counter()
+        self.dead: list[int] = []  # classes that got nothing because every engine failed
         self._lock = threading.Lock()
-        self.manifest = self._load_manifest()
-
-    # manifest ---------------------------------------------------------
-    def _load_manifest(self) -> pd.DataFrame:
-        path = self.data / "manifest.csv"
-        if path.is_file():
-            df = pd.read_csv(path, dtype=str).fillna("")
-            missing = set(MANIFEST_COLUMNS) - set(df.columns)
-            if missing:
-                raise UserError(f"{path}: missing columns {sorted(missing)}")
-            return df[MANIFEST_COLUMNS]
-        return pd.DataFrame(columns=MANIFEST_COLUMNS)
-
-    def _save_manifest(self, rows: list[dict]) -> None:
-        if rows:
-            self.manifest = pd.concat([self.manifest, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)], ignore_index=True)
-        atomic_write_csv(self.data / "manifest.csv", self.manifest)
-
-    def reconcile(self) -> None:
-        """Images on disk without a manifest row (a run killed between rename and manifest write)."""
-        known = set(self.manifest["img_name"])
-        rows = []
-        for p in sorted(self.images.iterdir()) if self.images.is_dir() else []:
-            if p.name.startswith(".") or p.name in known:
-                continue
-            try:
-                dex = pokedex.id_from_filename(p.name)
-            except UserError:
-                continue
-            rows.append({"img_name": p.name, "pokemon_id": dex, "provider": "unknown", "query": "", "image_url": "",
-                         "page_url": "", "sha256": sha256_file(p), "width": "", "height": "",
-                         "fetched_at": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()})
-        if rows:
-            self._save_manifest(rows)
+        self.manifest = Manifest(self.data)
 
     # search -----------------------------------------------------------
-    def find_hits(self, dex: int, want: int, seen_urls: set) -> tuple[list[Hit], str, str]:
-        """Hits from the first provider in the chain that returns any (fallback on errors/empty)."""
+    def find_hits(self, dex: int, want: int, seen_urls: set) -> tuple[list[Hit], str]:
+        """Hits from the first provider in the chain that returns any (fallback on errors/empty).
+
+        Each failure is counted once: an engine that errored is not also counted as "no results".
+        """
         query = self.query_template.format(name=pokedex.display_name(dex), id=dex, slug=pokedex.name(dex))
+        answered = False
         for prov in self.providers:
-            if isinstance(prov, UrlListProvider):
-                hits = [h for h in prov.hits_for(dex) if h.image_url not in seen_urls]
-                if hits:
-                    return hits, prov.name, ""
-                continue
-            hits, offset = [], 0
             try:
-                for _ in range(self.max_pages):
-                    page = prov.search(query, offset, prov.page_size)
-                    if not page:
-                        break  # an empty page ends pagination
-                    new = [h for h in page if h.image_url not in seen_urls and h.image_url not in {x.image_url for x in hits}]
-                    hits += new
-                    offset += len(page)
-                    if len(hits) >= want * 2 or not new:
-                        break
+                hits = prov.hits(dex, query, want, seen_urls, self.max_pages)
+                answered = True
             except FetchError as e:
                 self.failures[f"search {prov.name}: {e.reason}"] += 1
+                hits = e.partial
             if hits:
-                return hits, prov.name, query
-            self.failures[f"search {prov.name}: no results"] += 1
-        return [], "", query
+                return hits, prov.name
+            if answered:
+                self.failures[f"search {prov.name}: no results"] += 1
+        if not answered and self.providers:
+            self.dead.append(dex)
+        return [], ""
 
     # download ---------------------------------------------------------
     def fetch_one(self, hit: Hit) -> tuple[Path, str, int, int, str]:
         """Stream to a temp file, verify with Pillow; returns (tmp path, sha256, w, h, ext)."""
-        import hashlib
         import tempfile
 
         from PIL import Image
@@ -358,7 +494,7 @@ class Downloader:
         tmp = Path(tmp)
         try:
             with os.fdopen(fd, "w+b") as f:
-                self.client.get(hit.image_url, stream_to=f)
+                self.client.get(hit.image_url, stream_to=f, deadline=self.deadline)
                 f.flush()
                 os.fsync(f.fileno())
             try:
@@ -371,7 +507,7 @@ class Downloader:
                 raise FetchError("too small", f"{img.size[0]}x{img.size[1]}")
             if fmt not in FORMAT_EXT:
                 raise FetchError("unsupported format", fmt)
-            return tmp, hashlib.sha256(tmp.read_bytes()).hexdigest(), img.size[0], img.size[1], FORMAT_EXT[fmt]
+            return tmp, sha256_file(tmp), img.size[0], img.size[1], FORMAT_EXT[fmt]
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -382,58 +518,68 @@ class Downloader:
         need = self.per_class - len(existing)
         if need <= 0:
             return 0
-        mf = self.manifest[self.manifest["pokemon_id"].astype(str) == str(dex)]
+        frame = self.manifest.frame()
+        mf = frame[frame["pokemon_id"].astype(str) == str(dex)]
         seen_urls = set(mf["image_url"])
         hashes = set(mf["sha256"]) | {sha256_file(p) for p in existing if p.name not in set(mf["img_name"])}
-        hits, provider, query = self.find_hits(dex, need, seen_urls)
+        hits, provider = self.find_hits(dex, need, seen_urls)
         if dry_run:
             self.echo(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates from {provider or 'nobody'}")
             for h in hits[:need]:
                 self.echo(f"  {h.image_url}")
             return 0
-        counter = [max((n for _, n in numbered), default=0)]
-        saved_rows: list[dict] = []
+        state = {"last": max((n for _, n in numbered), default=0), "saved": 0, "inflight": 0}
+        # a top-up fetches what is missing plus a small margin for failures, not one image per worker
+        margin = max(1, need // 10)
+        cond = threading.Condition(self._lock)
         bar = tqdm(total=need, desc=pokedex.display_name(dex), unit="img", disable=not self.progress, leave=False)
 
         def work(hit: Hit):
-            with self._lock:
-                if len(saved_rows) >= need:
+            with cond:
+                while state["saved"] < need and state["saved"] + state["inflight"] >= need + margin:
+                    cond.wait()
+                if state["saved"] >= need:
                     return
+                state["inflight"] += 1
             try:
                 tmp, sha, w, h, ext = self.fetch_one(hit)
             except FetchError as e:
-                with self._lock:
+                with cond:
                     self.failures[e.reason] += 1
+                    state["inflight"] -= 1
+                    cond.notify_all()
                 return
-            with self._lock:
-                if sha in hashes or len(saved_rows) >= need:
+            with cond:
+                state["inflight"] -= 1
+                cond.notify_all()
+                if sha in hashes or state["saved"] >= need:
                     tmp.unlink(missing_ok=True)
                     if sha in hashes:
                         self.failures["duplicate (sha256)"] += 1
                     return
                 hashes.add(sha)
-                counter[0] += 1
-                name = f"{pokedex.name(dex)}{counter[0]:03d}{ext}"
+                state["last"] += 1
+                name = f"{pokedex.name(dex)}{state['last']:03d}{ext}"
+                # journal first: a kill between the two leaves a row without an image (dropped on
+                # load), never an image without its provenance
+                self.manifest.add(Manifest.row(name, dex, provider, hit, sha, w, h))
                 os.replace(tmp, self.images / name)
-                saved_rows.append({"img_name": name, "pokemon_id": dex, "provider": provider, "query": query,
-                                   "image_url": hit.image_url, "page_url": hit.page_url, "sha256": sha,
-                                   "width": w, "height": h,
-                                   "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                state["saved"] += 1
                 bar.update()
 
         with ThreadPoolExecutor(self.workers) as ex:
             list(ex.map(work, hits))
         bar.close()
         with self._lock:
-            self._save_manifest(saved_rows)
-        return len(saved_rows)
+            self.manifest.save()
+        return state["saved"]
 
     def run(self, classes: list[int], dry_run: bool = False) -> int:
         self.images.mkdir(parents=True, exist_ok=True)
         for stale in self.images.glob(".dl-*.tmp"):  # from a killed run
             stale.unlink(missing_ok=True)
         if not dry_run:
-            self.reconcile()
+            self.manifest.reconcile(self.images)
         total = 0
         for dex in tqdm(classes, desc="classes", unit="class", disable=not self.progress):
             total += self.run_class(dex, dry_run)
@@ -445,14 +591,15 @@ def add_arguments(p) -> None:
     p.add_argument("--provider", default="bing,duckduckgo",
                    help="bing, duckduckgo, urls, or a comma-separated fallback chain")
     p.add_argument("--url-list", type=Path, help="file of URLs (one per line, or url,class) for --provider urls")
-    p.add_argument("--classes", nargs="+", help="names or dex ids (default: all 151)")
+    p.add_argument("--classes", nargs="+", help="names or dex ids, spaces or commas between (default: all 151)")
     p.add_argument("--per-class", type=int, default=100, help="target images per class")
     p.add_argument("--query-template", default="{name} pokemon", help="{name}, {slug} and {id} are filled in")
     p.add_argument("--min-size", type=int, default=64, help="minimum width and height in px")
     p.add_argument("--workers", type=int, default=16, help="concurrent downloads")
     p.add_argument("--per-host", type=int, default=8, help="max concurrent requests to one host")
     p.add_argument("--search-interval", type=float, default=1.0, help="seconds between search requests per engine")
-    p.add_argument("--timeout", type=float, default=15.0, help="read timeout in seconds")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds one socket read may wait")
+    p.add_argument("--deadline", type=float, default=30.0, help="seconds one image download may take in all")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--max-mb", type=float, default=20.0, help="largest body accepted")
     p.add_argument("--user-agent", default=DEFAULT_UA)
@@ -465,6 +612,8 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     if args.per_class < 1:
         raise UserError("--per-class must be at least 1")
+    if not args.deadline > 0 or not args.timeout > 0:  # also refuses nan
+        raise UserError("--timeout and --deadline must be positive seconds")
     client = HttpClient(args.user_agent, timeout=(5.0, args.timeout), retries=args.retries,
                         max_bytes=int(args.max_mb * 1024 * 1024), per_host=args.per_host)
     bases = {}
@@ -486,18 +635,24 @@ def main(args) -> int:
                             "HTTP; use bing or duckduckgo")
         else:
             raise UserError(f"--provider {name!r}: choose from bing, duckduckgo, urls")
-    classes = [pokedex.to_id(c) for c in args.classes] if args.classes else list(pokedex.IDS)
+    names = [c.strip() for arg in args.classes or [] for c in str(arg).split(",") if c.strip()]
+    classes = list(dict.fromkeys(pokedex.to_id(c) for c in names)) if names else list(pokedex.IDS)
     for prov in providers:
-        if isinstance(prov, UrlListProvider) and None in prov.by_class and len(classes) != 1:
-            raise UserError(f"--url-list {args.url_list}: lines without a class column need exactly one --classes")
+        prov.check_classes(classes)
     dl = Downloader(args.data, providers, client, args.per_class, args.min_size, args.workers,
-                    args.query_template, progress=args.progress)
+                    args.query_template, progress=args.progress, deadline=args.deadline)
     n = dl.run(classes, args.dry_run)
     if not args.dry_run:
         print(f"saved {n} images into {args.data / 'images'}; manifest: {args.data / 'manifest.csv'}")
-        print(f"next: pokemon-classifier annotate {args.data}")
+        if not dl.dead:
+            print(f"next: pokemon-classifier annotate {args.data}")
     if dl.failures:
         print("failures by reason:")
         for reason, c in dl.failures.most_common():
             print(f"  {reason}: {c}")
+    if dl.dead:
+        shown = ", ".join(pokedex.display_name(d) for d in dl.dead[:10]) + (" ..." if len(dl.dead) > 10 else "")
+        print(f"error: {len(dl.dead)} class{'' if len(dl.dead) == 1 else 'es'} got nothing because every search engine failed ({shown}); "
+              f"check the network or --base-url, then run the same command again", file=sys.stderr)
+        return 1
     return 0

@@ -348,7 +348,8 @@ def test_batcher_coalesces_caps_and_keeps_rows_apart(clf):
     b = Batcher(clf, max_batch=8, max_wait_ms=300)
     try:
         xs = [clf.preprocess(draw_shape(*CLASSES[(1, 4, 7)[i % 3]])) for i in range(20)]
-        futs = [b.submit(x[None], [1 + i % 3]) for i, x in enumerate(xs)]
+        with b.incoming():  # more is on its way: the worker waits for full batches
+            futs = [b.submit(x[None], [1 + i % 3]) for i, x in enumerate(xs)]
         got = [f.result(30)[0] for f in futs]
         assert sum(b.batch_sizes) == 20 and max(b.batch_sizes) == 8 and len(b.batch_sizes) == 3
         want = clf.predict_tensors(torch.stack(xs), [1 + i % 3 for i in range(20)])
@@ -365,6 +366,12 @@ def test_batcher_coalesces_caps_and_keeps_rows_apart(clf):
         assert b.submit(xs[1][None], [1]).result(30) and sum(b.batch_sizes[n:]) == 1
     finally:
         b.close()
+    # Nothing announced as incoming: a lone request goes at once instead of waiting out max_wait.
+    lone = Batcher(clf, max_batch=8, max_wait_ms=600_000)
+    try:
+        assert lone.submit(xs[0][None], [1]).result(60)[0]["topk"]
+    finally:
+        lone.close()
 
 
 def test_docs_served_locally_no_external_host(clf):

@@ -112,10 +112,12 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
             return data
         loop = asyncio.get_running_loop()
         try:
-            x = await loop.run_in_executor(decode_pool, classifier.preprocess, data)
+            with batcher.incoming():
+                x = await loop.run_in_executor(decode_pool, classifier.preprocess, data)
+                fut = batcher.submit(x[None], [clamp_k(k)])
         except ImageError as e:
             return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
-        return (await batcher.run(x[None], [clamp_k(k)]))[0]
+        return (await asyncio.wrap_future(fut))[0]
 
     @app.post("/api/predict_video")
     async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = topk):

@@ -4,7 +4,9 @@
     results = await batcher.run(batch, [5] * len(batch))   # from any coroutine; never blocks the loop
 
 - Batcher: one inference thread; concurrent requests coalesce into one forward pass of up to
-  `max_batch` rows, waiting at most `max_wait_ms` after the oldest queued request. Jobs are served
+  `max_batch` rows, waiting at most `max_wait_ms` after the oldest queued request, and only while
+  more rows are on their way (requests still being decoded, announced with `incoming()`): a lone
+  request never waits for company that is not coming. Jobs are served
   first in, first out and never split, so a video that feeds its frames in chunks (awaiting each)
   delays an image request by at most one batch.
 - CappedBody: an ASGI middleware that counts the bytes of `http.request` messages as they arrive and
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import logging
@@ -50,6 +53,7 @@ class Batcher:
         self._jobs: deque = deque()  # (arrival time, batch tensor, ks, future)
         self._cond = threading.Condition()
         self._closed = False
+        self._incoming = 0  # requests being decoded that will submit soon
         self._thread = threading.Thread(target=self._loop, name="pokemon-batcher", daemon=True)
         self._thread.start()
 
@@ -64,6 +68,18 @@ class Batcher:
             self._jobs.append((time.monotonic(), batch, list(ks), fut))
             self._cond.notify()
         return fut
+
+    @contextlib.contextmanager
+    def incoming(self):
+        """Wrap the decoding of a request that will be submitted: the worker waits for it (up to max wait)."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
 
     async def run(self, batch: torch.Tensor, ks: list[int]) -> list[dict]:
         import asyncio
@@ -84,7 +100,8 @@ class Batcher:
             if not self._jobs:
                 return None
             deadline = self._jobs[0][0] + self.max_wait
-            while sum(len(j[1]) for j in self._jobs) < self.max_batch and not self._closed:
+            while (self._incoming and sum(len(j[1]) for j in self._jobs) < self.max_batch
+                   and not self._closed):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+import torch
 import uvicorn
 from PIL import Image
 
@@ -53,6 +54,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default=None)
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    ap.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=10)
     ap.add_argument("--sequential", type=int, default=40, help="requests sent one at a time")
@@ -60,7 +62,7 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=4, help="requests per client in the latency test")
     args = ap.parse_args()
-    clf = Classifier.load(args.weights, backend=args.backend)
+    clf = Classifier.load(args.weights, backend=args.backend, threads=args.threads)
     app = create_app(clf, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -75,7 +77,7 @@ def main():
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(b, "JPEG")
     data = b.getvalue()
     print(f"machine: {machine()}; backend {clf.backend}, arch {clf.meta.get('arch')}, "
-          f"max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms")
+          f"{torch.get_num_threads()} torch threads, max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms")
 
     def client(n):
         out = []

@@ -340,6 +340,22 @@ def test_server_answers_health_and_images_while_a_long_video_runs(clf, tmp_path)
     assert image.status_code == 200 and image_done_during_video
 
 
+def test_video_work_stops_when_the_client_goes_away(clf, tmp_path):
+    import httpx
+
+    data = _video_bytes(tmp_path, seconds=30.0, fps=10)  # 300 frames = 19 chunks of 16
+    slow = _SlowClassifier(clf, delay=0.1)
+    with _serve(create_app(slow)) as url:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/api/predict_video?fps=10", files={"file": ("v.mp4", data, "video/mp4")},
+                       timeout=httpx.Timeout(0.5))
+        seen = -1
+        while seen != slow.calls:  # wait until the server stops feeding chunks
+            seen = slow.calls
+            time.sleep(0.5)
+    assert 0 < slow.calls < 19
+
+
 def test_batcher_coalesces_caps_and_keeps_rows_apart(clf):
     import torch
 
@@ -410,5 +426,5 @@ def test_serve_port_and_device_options(monkeypatch):
         raise UserError("stop here")
 
     monkeypatch.setattr(Classifier, "load", staticmethod(fake_load))
-    code, out, err = run_cli("serve", "--port", "0", "--device", "cuda:1")
-    assert code == 2 and seen["device"] == "cuda:1"
+    code, out, err = run_cli("serve", "--port", "0", "--device", "cuda:1", "--threads", "1")
+    assert code == 2 and seen["device"] == "cuda:1" and seen["threads"] == 1

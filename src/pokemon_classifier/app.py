@@ -177,6 +177,7 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", help="checkpoint or .onnx (default: the shipped best.pt)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    p.add_argument("--threads", type=int, help="torch / ONNX Runtime threads for inference (default: all cores)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
@@ -206,7 +207,8 @@ def main(args) -> int:
         sock.bind(info[4])
     except (OSError, socket.gaierror) as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold)
+    clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
+                          threads=args.threads)
     app = create_app(clf, int(args.max_upload_mb * 1024 * 1024), max_batch=args.max_batch,
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,
                      max_video_frames=args.max_video_frames)

@@ -221,6 +221,7 @@ def test_every_error_is_json_without_paths(clf, tmp_path, caplog):
         assert r.status_code == status, r.text
         body = r.json()
         assert set(body) == {"error"} and body["error"] and "\n" not in body["error"]
+        assert body["error"].count("not a readable") <= 1
         for leak in ("/tmp", tempfile_dir(), "BytesIO", "upload.bin", "Traceback"):
             assert leak not in body["error"], body
     assert "Traceback" not in caplog.text

@@ -222,7 +222,7 @@ def video_frames(data: bytes, fps: float, max_seconds: float, max_frames: int, m
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise ImageError(f"not a readable video ({_av_reason(e)})") from None
+        raise ImageError(_av_reason(e)) from None
     with container:
         if not container.streams.video:
             raise ImageError("no video stream")

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 
+import numpy as np
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -149,8 +150,6 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
             video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
         if not times:
             return _error(400, "not a readable video: no frames could be decoded")
-        import numpy as np
-
         return video_summary(classifier, times, np.stack(rows), fps, clamp_k(k))
 
     try:

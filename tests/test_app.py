@@ -1,6 +1,8 @@
 """The app: JSON API (limits, errors), a real loopback server under 50 concurrent clients, and a real browser."""
 
+import contextlib
 import io
+import math
 import shutil
 import socket
 import threading
@@ -66,24 +68,39 @@ def test_api_video(clf, tmp_path):
     assert r.status_code == 400
 
 
-@pytest.fixture(scope="module")
-def server(clf):
+@contextlib.contextmanager
+def _serve(app):
+    """A real uvicorn on a loopback port, in a thread; yields the base URL."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    srv = uvicorn.Server(uvicorn.Config(create_app(clf), host="127.0.0.1", port=port, log_level="error"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     for _ in range(200):
         if srv.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(clf):
+    app = create_app(clf)
+    with _serve(app) as url:
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
 
 
 def test_fifty_concurrent_clients(server):
@@ -102,6 +119,28 @@ def test_fifty_concurrent_clients(server):
     lat = sorted(t for _, t in results)
     print(f"50 concurrent clients: p50 {lat[24] * 1000:.0f} ms, p99 {lat[48] * 1000:.0f} ms")
     assert codes.count(200) == 50
+
+
+def test_concurrent_requests_share_forward_passes(served):
+    """The batcher coalesces: 32 simultaneous requests take fewer forward passes than requests."""
+    import requests
+
+    app, url = served
+    sizes = app.state.batcher.batch_sizes
+    before = len(sizes)
+    data = _png()
+    go = threading.Barrier(32)
+
+    def one(i):
+        go.wait()
+        return requests.post(f"{url}/api/predict?k={1 + i % 7}", files={"file": ("x.png", data, "image/png")},
+                             timeout=60).json()
+
+    with ThreadPoolExecutor(32) as ex:
+        out = list(ex.map(one, range(32)))
+    assert [len(r["topk"]) for r in out] == [1 + i % 7 for i in range(32)]  # one k per row survives batching
+    new = sizes[before:]
+    assert sum(new) == 32 and len(new) < 32 and max(new) > 1
 
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -143,3 +182,250 @@ def test_browser_webcam_snapshot(page):
     page.click("#snap")
     page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=30000)
     assert page.inner_text("#error") == ""
+
+
+# ------------------------------------------------------------------ limits and errors
+def _video_bytes(tmp_path, seconds=2.0, fps=10, size=64, name="v.mp4") -> bytes:
+    """A video of `seconds` s alternating two shapes each second (mpeg4, written with PyAV)."""
+    from test_predict import _write_video
+
+    n = max(1, int(math.ceil(seconds)))
+    v = tmp_path / name
+    _write_video(v, [CLASSES[(1, 4)[i % 2]] for i in range(n)], seconds_each=seconds / n, fps=fps)
+    return v.read_bytes()
+
+
+@pytest.mark.parametrize("query, word", [("fps=nan", "fps"), ("fps=inf", "fps"), ("fps=-1", "fps"),
+                                         ("fps=0", "fps"), ("fps=abc", "fps"), ("k=abc", "k")])
+def test_bad_query_parameters_are_400_json(clf, tmp_path, query, word):
+    c = TestClient(create_app(clf), raise_server_exceptions=False)
+    r = c.post(f"/api/predict_video?{query}", files={"file": ("v.mp4", _video_bytes(tmp_path), "video/mp4")})
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    assert word in r.json()["error"] and "\n" not in r.json()["error"]
+    if word == "k":
+        r = c.post(f"/api/predict?{query}", files={"file": ("x.png", _png(), "image/png")})
+        assert r.status_code == 400 and r.json()["error"].startswith("k:")
+
+
+def test_every_error_is_json_without_paths(clf, tmp_path, caplog):
+    c = TestClient(create_app(clf), raise_server_exceptions=False)
+    checks = [
+        (c.get("/nope"), 404),
+        (c.get("/api/predict"), 405),
+        (c.post("/api/predict", json={"file": "x"}), 415),  # not multipart
+        (c.post("/api/predict", files={"other": ("x.png", _png(), "image/png")}), 400),  # wrong field
+        (c.post("/api/predict", files={"file": ("x.png", b"", "image/png")}), 400),  # empty
+        (c.post("/api/predict_video", files={"file": ("v.mp4", b"garbage" * 100, "video/mp4")}), 400),
+    ]
+    for r, status in checks:
+        assert r.status_code == status, r.text
+        body = r.json()
+        assert set(body) == {"error"} and body["error"] and "\n" not in body["error"]
+        assert body["error"].count("not a readable") <= 1
+        for leak in ("/tmp", tempfile_dir(), "BytesIO", "upload.bin", "Traceback"):
+            assert leak not in body["error"], body
+    assert "Traceback" not in caplog.text
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def test_video_limits_are_413(clf, tmp_path):
+    data = _video_bytes(tmp_path, seconds=4.0)
+    ok = TestClient(create_app(clf)).post("/api/predict_video?fps=2", files={"file": ("v.mp4", data, "video/mp4")})
+    assert ok.status_code == 200 and ok.json()["frames"] == 8
+    assert set(ok.json()) >= {"frames", "fps", "segments", "overall"}
+    short = TestClient(create_app(clf, max_video_seconds=2))
+    r = short.post("/api/predict_video", files={"file": ("v.mp4", data, "video/mp4")})
+    assert r.status_code == 413 and "limit is 2 s" in r.json()["error"]
+    few = TestClient(create_app(clf, max_video_frames=5))
+    r = few.post("/api/predict_video?fps=2", files={"file": ("v.mp4", data, "video/mp4")})
+    assert r.status_code == 413 and "more than 5 frames" in r.json()["error"]
+    assert few.post("/api/predict_video?fps=1", files={"file": ("v.mp4", data, "video/mp4")}).status_code == 200
+
+
+def test_video_frames_held_to_the_pixel_cap(tmp_path):
+    from pokemon_classifier.serving import LimitExceeded, video_frames
+
+    data = _video_bytes(tmp_path, seconds=1.0)  # 64x64 = 4096 px per frame
+    assert len(list(video_frames(data, 2.0, 60, 100, max_pixels=4096))) == 2
+    frames = video_frames(data, 2.0, 60, 100, max_pixels=4095)
+    with pytest.raises(LimitExceeded, match="64x64 px"):
+        next(frames)  # refused from the header, before the first frame is decoded
+
+
+def test_upload_cap_counts_real_bytes(clf):
+    c = TestClient(create_app(clf, max_upload=200_000))
+    small = c.post("/api/predict", files={"file": ("x.png", _png(), "image/png")})
+    assert small.status_code == 200
+    r = c.post("/api/predict", files={"file": ("x.png", b"\0" * 300_000, "image/png")})
+    assert r.status_code == 413 and r.json() == {"error": "upload larger than 0.190735 MB"}
+    # A lying Content-Length over the cap is refused before the body is read.
+    r = c.post("/api/predict", content=b"x" * 10, headers={"content-length": "999999999",
+                                                           "content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413
+
+
+def test_chunked_200mb_body_cut_at_the_cap_nothing_spooled(clf, tmp_path, monkeypatch):
+    """A real chunked upload to a real server: 413 after about the cap, not after 200 MB, and no temp file."""
+    import tempfile
+
+    import httpx
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # the server runs in this process
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        block = b"\xff" * (1 << 20)
+        for _ in range(200):
+            sent += len(block)
+            yield block
+
+    with _serve(create_app(clf)) as url:
+        r = httpx.post(f"{url}/api/predict", content=body(), timeout=60,
+                       headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"] == "upload larger than 10 MB"
+    assert sent < 64 * (1 << 20)  # the client stopped long before 200 MB: the server did not read it all
+    assert not list(spool.iterdir())
+
+
+class _SlowClassifier:
+    """The tiny classifier with a 40 ms forward pass, like a real model on a small CPU."""
+
+    def __init__(self, clf, delay=0.04):
+        self._clf, self._delay = clf, delay
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._clf, name)
+
+    def predict_tensors(self, batch, ks):
+        self.calls += 1
+        time.sleep(self._delay)
+        return self._clf.predict_tensors(batch, ks)
+
+
+def test_server_answers_health_and_images_while_a_long_video_runs(clf, tmp_path):
+    """The freeze test: a 30 s video at 10 fps in flight; health and an image are answered meanwhile."""
+    import requests
+
+    data = _video_bytes(tmp_path, seconds=30.0, fps=10)
+    slow = _SlowClassifier(clf)
+    with _serve(create_app(slow)) as url:
+        video = ThreadPoolExecutor(1).submit(
+            requests.post, f"{url}/api/predict_video?fps=10", files={"file": ("v.mp4", data, "video/mp4")},
+            timeout=120)
+        while slow.calls == 0:  # the video is being processed
+            time.sleep(0.01)
+        health_ms, image = [], None
+        while not video.done():
+            t = time.perf_counter()
+            assert requests.get(f"{url}/api/health", timeout=30).status_code == 200
+            health_ms.append((time.perf_counter() - t) * 1000)
+            if image is None:
+                image = requests.post(f"{url}/api/predict", files={"file": ("x.png", _png(), "image/png")},
+                                      timeout=30)
+                image_done_during_video = not video.done()
+            time.sleep(0.02)
+        r = video.result()
+    assert r.status_code == 200 and r.json()["frames"] == 300
+    print(f"health during a 30 s video: {len(health_ms)} answers, max {max(health_ms):.0f} ms")
+    assert len(health_ms) >= 5  # old code: no answer until the video finished
+    assert image.status_code == 200 and image_done_during_video
+
+
+def test_video_work_stops_when_the_client_goes_away(clf, tmp_path):
+    import httpx
+
+    data = _video_bytes(tmp_path, seconds=30.0, fps=10)  # 300 frames = 19 chunks of 16
+    slow = _SlowClassifier(clf, delay=0.1)
+    with _serve(create_app(slow)) as url:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/api/predict_video?fps=10", files={"file": ("v.mp4", data, "video/mp4")},
+                       timeout=httpx.Timeout(0.5))
+        seen = -1
+        while seen != slow.calls:  # wait until the server stops feeding chunks
+            seen = slow.calls
+            time.sleep(0.5)
+    assert 0 < slow.calls < 19
+
+
+def test_batcher_coalesces_caps_and_keeps_rows_apart(clf):
+    import torch
+
+    from pokemon_classifier.serving import Batcher
+
+    b = Batcher(clf, max_batch=8, max_wait_ms=300)
+    try:
+        xs = [clf.preprocess(draw_shape(*CLASSES[(1, 4, 7)[i % 3]])) for i in range(20)]
+        with b.incoming():  # more is on its way: the worker waits for full batches
+            futs = [b.submit(x[None], [1 + i % 3]) for i, x in enumerate(xs)]
+        got = [f.result(30)[0] for f in futs]
+        assert sum(b.batch_sizes) == 20 and max(b.batch_sizes) == 8 and len(b.batch_sizes) == 3
+        want = clf.predict_tensors(torch.stack(xs), [1 + i % 3 for i in range(20)])
+        for g, w in zip(got, want):
+            assert g["dex_id"] == w["dex_id"] and len(g["topk"]) == len(w["topk"])
+            assert g["probability"] == pytest.approx(w["probability"], abs=1e-5)
+        # A multi-row job (a video chunk) is never split across batches.
+        futs = [b.submit(torch.stack(xs[:6]), [2] * 6), b.submit(torch.stack(xs[:6]), [2] * 6)]
+        assert [len(f.result(30)) for f in futs] == [6, 6] and b.batch_sizes[-2:] == [6, 6]
+        # A cancelled request is skipped, not computed.
+        n = len(b.batch_sizes)
+        f = b.submit(xs[0][None], [1])
+        f.cancel()
+        assert b.submit(xs[1][None], [1]).result(30) and sum(b.batch_sizes[n:]) == 1
+    finally:
+        b.close()
+    # Nothing announced as incoming: a lone request goes at once instead of waiting out max_wait.
+    lone = Batcher(clf, max_batch=8, max_wait_ms=600_000)
+    try:
+        assert lone.submit(xs[0][None], [1]).result(60)[0]["topk"]
+    finally:
+        lone.close()
+
+
+def test_docs_served_locally_no_external_host(clf):
+    import re
+
+    c = TestClient(create_app(clf))
+    assert c.get("/api/openapi.json").json()["paths"]["/api/predict"]
+    for path in ("/", "/api/docs"):
+        page = c.get(path)
+        assert page.status_code == 200
+        assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page.text), path
+        assert not re.findall(r"https?://(?!127\.0\.0\.1|localhost)[\w.-]+\.[a-z]{2,}/[\w./-]*\.(?:js|css)", page.text)
+        for asset in re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", page.text):
+            assert c.get(asset).status_code == 200, asset
+    assert "/api/docs/assets/swagger-ui-bundle.js" in c.get("/api/docs").text
+
+
+def test_serve_port_and_device_options(monkeypatch):
+    from conftest import run_cli
+    from pokemon_classifier.errors import UserError
+
+    code, out, err = run_cli("serve", "--port", "99999")
+    assert code == 2 and err.strip() == "error: --port 99999: not a TCP port (0-65535)"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        code, out, err = run_cli("serve", "--port", str(taken.getsockname()[1]))
+        assert code == 2 and err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+    finally:
+        taken.close()
+    seen = {}
+
+    def fake_load(weights=None, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(Classifier, "load", staticmethod(fake_load))
+    code, out, err = run_cli("serve", "--port", "0", "--device", "cuda:1", "--threads", "1")
+    assert code == 2 and seen["device"] == "cuda:1" and seen["threads"] == 1

@@ -133,3 +133,26 @@ def test_bytes_and_file_objects():
     data = _jpeg_bytes(Image.new("RGB", (9, 9)))
     assert load_image(data).size == (9, 9)
     assert load_image(io.BytesIO(data)).size == (9, 9)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_read_everywhere(tmp_path, fmt):
+    """iPhone photos (HEIC, via pillow-heif registered in images.py) and AVIF (Pillow) load like any image."""
+    import subprocess
+    import sys
+
+    src = Image.new("RGB", (64, 48), (220, 40, 40))
+    src.paste((30, 60, 230), (32, 0, 64, 48))
+    path = tmp_path / ("photo.heic" if fmt == "HEIF" else "photo.avif")
+    src.save(path, fmt, quality=95)
+    assert path.read_bytes()[4:12] in (b"ftypheic", b"ftypmif1", b"ftypavif")
+    for item in (path, path.read_bytes()):
+        im = load_image(item)
+        assert im.mode == "RGB" and im.size == (64, 48)
+        a = np.asarray(im).astype(int)
+        assert abs(a[24, 10] - [220, 40, 40]).max() < 30 and abs(a[24, 50] - [30, 60, 230]).max() < 30
+    # A fresh interpreter that imports only images.py reads it too: registration happens on import.
+    code = f"from pokemon_classifier.images import load_image; print(load_image({str(path)!r}).size)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "(64, 48)", out.stderr

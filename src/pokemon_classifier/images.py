@@ -4,6 +4,8 @@
 
 Opens by content, not by extension; first frame of animations; EXIF orientation applied;
 transparency composited on white; CMYK / 16-bit / greyscale / 1-bit converted to RGB.
+HEIC/HEIF (iPhone photos) read through pillow-heif, registered here on import so every reader
+(CLI, app, training) gets it; AVIF is read by Pillow itself.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from pokemon_classifier.errors import ImageError
 
+register_heif_opener()
+
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse anything above it.
 MAX_PIXELS = 64_000_000
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 
 
 def _describe(src) -> str:

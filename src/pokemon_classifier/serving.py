@@ -1,0 +1,307 @@
+"""The machinery that keeps `pokemon-classifier serve` responsive under load (used by app.py).
+
+    batcher = Batcher(classifier, max_batch=32, max_wait_ms=10)
+    results = await batcher.run(batch, [5] * len(batch))   # from any coroutine; never blocks the loop
+
+- Batcher: one inference thread; concurrent requests coalesce into one forward pass of up to
+  `max_batch` rows, waiting at most `max_wait_ms` after the oldest queued request, and only while
+  more rows are on their way (requests still being decoded, announced with `incoming()`): a lone
+  request never waits for company that is not coming. Jobs are served
+  first in, first out and never split, so a video that feeds its frames in chunks (awaiting each)
+  delays an image request by at most one batch.
+- CappedBody: an ASGI middleware that counts the bytes of `http.request` messages as they arrive and
+  answers 413 the moment a body (chunked, or with a lying Content-Length) passes the cap; nothing past
+  the cap is read, buffered or spooled.
+- video_frames: PyAV decoding from memory with limits (duration, frames, pixels per frame) checked
+  from the header before any frame is decoded and again on every frame (headers can lie).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import torch
+
+from pokemon_classifier.errors import ImageError
+from pokemon_classifier.images import MAX_PIXELS
+
+log = logging.getLogger("pokemon_classifier.serve")
+
+
+class LimitExceeded(Exception):
+    """A request is well-formed but over a configured limit (answered with 413)."""
+
+
+# ------------------------------------------------------------------ batching
+class Batcher:
+    def __init__(self, classifier, max_batch: int = 32, max_wait_ms: float = 10.0):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.classifier = classifier
+        self.max_batch = max_batch
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.batch_sizes: list[int] = []  # rows of every forward pass so far (tests and /api/health read it)
+        self._jobs: deque = deque()  # (arrival time, batch tensor, ks, future)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._incoming = 0  # requests being decoded that will submit soon
+        self._thread = threading.Thread(target=self._loop, name="pokemon-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: torch.Tensor, ks: list[int]) -> concurrent.futures.Future:
+        """Queue (N,3,H,W) rows with one top-k per row; the future resolves to N result dicts."""
+        if len(batch) != len(ks):
+            raise ValueError("one k per row")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._jobs.append((time.monotonic(), batch, list(ks), fut))
+            self._cond.notify()
+        return fut
+
+    @contextlib.contextmanager
+    def incoming(self):
+        """Wrap the decoding of a request that will be submitted: the worker waits for it (up to max wait)."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
+
+    async def run(self, batch: torch.Tensor, ks: list[int]) -> list[dict]:
+        import asyncio
+
+        # wrap_future cancels the job if the awaiting request is cancelled (client gone).
+        return await asyncio.wrap_future(self.submit(batch, ks))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(10)
+
+    def _take(self) -> list | None:
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            deadline = self._jobs[0][0] + self.max_wait
+            while (self._incoming and sum(len(j[1]) for j in self._jobs) < self.max_batch
+                   and not self._closed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            taken, rows = [], 0
+            while self._jobs and (not taken or rows + len(self._jobs[0][1]) <= self.max_batch):
+                job = self._jobs.popleft()
+                taken.append(job)
+                rows += len(job[1])
+            return taken
+
+    def _loop(self) -> None:
+        while (jobs := self._take()) is not None:
+            jobs = [j for j in jobs if j[3].set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            try:
+                x = torch.cat([j[1] for j in jobs]) if len(jobs) > 1 else jobs[0][1]
+                results = self.classifier.predict_tensors(x, [k for j in jobs for k in j[2]])
+                self.batch_sizes.append(len(x))
+            except Exception as e:  # noqa: BLE001 - handed to the awaiting requests, never kills the worker
+                for j in jobs:
+                    j[3].set_exception(e)
+                continue
+            i = 0
+            for j in jobs:
+                j[3].set_result(results[i:i + len(j[1])])
+                i += len(j[1])
+
+
+# ------------------------------------------------------------------ body cap
+class CappedBody:
+    """ASGI middleware: POST bodies on `prefix` paths are cut at `limit` bytes while they stream in.
+
+    The body is collected in memory (at most `limit` bytes) and replayed to the app, so the app's
+    multipart parser never sees, or spools to disk, anything beyond the cap."""
+
+    def __init__(self, app, limit: int, prefix: str = "/api/"):
+        self.app, self.limit, self.prefix = app, limit, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_large(send, self.limit)
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                return await too_large(send, self.limit)
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls: disconnect detection
+
+        await self.app(scope, replay, send)
+
+
+async def send_json(send, status: int, payload: dict, close: bool = False) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def too_large(send, limit: int) -> None:
+    await send_json(send, 413, {"error": f"upload larger than {limit / (1024 * 1024):g} MB"}, close=True)
+
+
+class CatchAll:
+    """ASGI middleware: an unexpected exception becomes a one-line log entry and a JSON 500, never a traceback."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(msg):
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as e:  # noqa: BLE001
+            log.error("%s %s failed: %s: %s", scope["method"], scope["path"], type(e).__name__, e)
+            if not started:
+                await send_json(send, 500, {"error": "internal error while handling the request"})
+
+
+# ------------------------------------------------------------------ video
+def video_frames(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int = MAX_PIXELS):
+    """(time in s, PIL RGB frame) every 1/fps seconds of an in-memory video, within the limits.
+
+    Raises ImageError (not a video, no decodable frames) or LimitExceeded. Messages never name a file:
+    the upload is decoded from memory and never touches the file system."""
+    import av
+
+    if not (math.isfinite(fps) and fps > 0):
+        raise ImageError(f"fps must be a positive number, got {fps}")
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise ImageError(_av_reason(e)) from None
+    with container:
+        if not container.streams.video:
+            raise ImageError("no video stream")
+        stream = container.streams.video[0]
+        _check_pixels(stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        if duration is not None and duration > max_seconds:
+            raise LimitExceeded(f"video is {duration:.0f} s long; the limit is {max_seconds:g} s")
+        # A cap on decoded frames too: a 1000-fps stream costs decoding time even if few are sampled.
+        max_decoded = int(max_seconds * 240) + 1
+        next_t, sampled, decoded = 0.0, 0, 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                _check_pixels(frame.width, frame.height, max_pixels)
+                t = float(frame.time) if frame.time is not None else next_t
+                if t > max_seconds:
+                    raise LimitExceeded(f"video is longer than the limit of {max_seconds:g} s")
+                if decoded > max_decoded:
+                    raise LimitExceeded(f"video has more than {max_decoded} frames")
+                if t + 1e-6 >= next_t:
+                    sampled += 1
+                    if sampled > max_frames:
+                        raise LimitExceeded(f"more than {max_frames} frames at {fps:g} fps; lower fps or send a "
+                                            "shorter clip")
+                    yield t, frame.to_image().convert("RGB")
+                    next_t += 1.0 / fps
+        except av.error.FFmpegError as e:
+            raise ImageError(f"video decoding failed ({_av_reason(e)})") from None
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise LimitExceeded(f"video frames are {w}x{h} px; the limit is {max_pixels:,} px per frame")
+
+
+def _av_reason(e: Exception) -> str:
+    # FFmpeg errors carry the file name (here a BytesIO repr) after the message: keep the message only.
+    return getattr(e, "strerror", None) or str(e).split(":")[0] or type(e).__name__
+
+
+def frame_chunks(frames, preprocess, size: int):
+    """Group (t, frame) into (times, (n,3,H,W) tensor) chunks of at most `size`, preprocessed."""
+    times, xs = [], []
+    for t, frame in frames:
+        times.append(t)
+        xs.append(preprocess(frame))
+        if len(xs) == size:
+            yield times, torch.stack(xs)
+            times, xs = [], []
+    if xs:
+        yield times, torch.stack(xs)
+
+
+def full_probabilities(classifier, result: dict) -> np.ndarray:
+    """A result asked with k = all classes -> the probability vector in class order."""
+    index = {c: i for i, c in enumerate(classifier.class_ids)}
+    p = np.zeros(len(classifier.class_ids))
+    for t in result["topk"]:
+        p[index[t["dex_id"]]] = t["probability"]
+    return p
+
+
+def video_summary(classifier, times: list[float], probs: np.ndarray, fps: float, topk: int) -> dict:
+    """Per-frame probabilities -> {'frames', 'fps', 'segments', 'overall'}, as Classifier.predict_video."""
+    frames = [classifier.result(row, topk) for row in probs]
+    segments: list[dict] = []
+    step = 1.0 / fps
+    for t, r in zip(times, frames):
+        if segments and segments[-1]["name"] == r["name"]:
+            segments[-1]["end"] = t + step
+            segments[-1]["probs"].append(r["probability"])
+        else:
+            segments.append({"start": t, "end": t + step, "name": r["name"], "dex_id": r["dex_id"],
+                             "probs": [r["probability"]]})
+    for s in segments:
+        s["probability"] = float(np.mean(s.pop("probs")))
+    return {"frames": len(times), "fps": fps, "segments": segments, "overall": classifier.result(probs.mean(0), topk)}

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 DEGENERATE_KINDS = ("blank", "solid", "noise", "gradient", "text", "test-pattern", "checkerboard", "stripes",
@@ -172,42 +173,41 @@ def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 
 class OpenSetScorer:
-    """Higher = more like a Gen-1 Pokemon. Parts (each z-scored on validation images, then summed):
+    """Higher = more like a Gen-1 Pokemon. Three parts, each z-scored on validation images, summed:
 
-    - `maha`: minus the Mahalanobis distance of the features to the nearest class mean, with one
-      shared covariance, in a PCA subspace of the training features (Lee et al. 2018);
+    - `knn`: cosine similarity of the features to the nearest training image, in a PCA subspace of
+      the training features (deep nearest neighbours, Sun et al. 2022), stored as a float16 bank;
     - `oe`: the margin of a logistic "Gen-1 Pokemon or not" head on the standardised features,
-      trained on training features against tuning negatives (outlier exposure, Hendrycks et al. 2019);
+      trained on training features against tuning negatives (outlier exposure at the head,
+      Hendrycks et al. 2019);
     - `msp`: the top softmax probability after temperature scaling (Hendrycks & Gimpel 2017).
+
+    Chosen by 2-fold cross-validation on the tuning negatives among max-softmax, energy,
+    Mahalanobis, kNN and outlier-exposure scores and their sums (README, "Unknown").
     """
 
+    PARTS = ("knn", "oe", "msp")
+
     def __init__(self, state: dict):
-        self.state = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
+        self.state = {k: (v.float().numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
         self.parts = list(self.state["parts"])
         self.threshold = float(self.state["threshold"])
 
-    # -- the parts
-    def _maha(self, feats):
+    def _project(self, feats):
         s = self.state
         x = (feats - s["pca_mean"]) @ s["pca_components"].T
-        # squared distance to every class mean: |x|_P^2 - 2 x P mu + |mu|_P^2, without an (N, C, d) tensor
-        xp = x @ s["precision"]
-        mp = s["class_means"] @ s["precision"]
-        d = (xp * x).sum(1)[:, None] - 2 * xp @ s["class_means"].T + (mp * s["class_means"]).sum(1)[None]
-        return -d.min(1)
-
-    def _oe(self, feats):
-        s = self.state
-        return ((feats - s["oe_mean"]) / s["oe_scale"]) @ s["oe_weight"] + float(s["oe_bias"])
-
-    def _msp(self, logits):
-        return np.exp(_log_softmax(logits, float(self.state["temperature"])).max(1))
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     def raw(self, feats: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
-        feats = np.asarray(feats, dtype=np.float64)
+        s = self.state
+        feats = np.asarray(feats, dtype=np.float32)
         out = {}
-        for p in self.parts:
-            out[p] = self._msp(logits) if p == "msp" else getattr(self, f"_{p}")(feats)
+        if "knn" in self.parts:
+            out["knn"] = (self._project(feats) @ s["bank"].T.astype(np.float32)).max(1)
+        if "oe" in self.parts:
+            out["oe"] = ((feats - s["oe_mean"]) / s["oe_scale"]) @ s["oe_weight"] + float(s["oe_bias"])
+        if "msp" in self.parts:
+            out["msp"] = np.exp(_log_softmax(logits, float(s["temperature"])).max(1))
         return out
 
     def score(self, feats: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -221,42 +221,129 @@ class OpenSetScorer:
 
         out = {}
         for k, v in self.state.items():
-            out[k] = torch.from_numpy(np.asarray(v, dtype=np.float32)) if isinstance(v, np.ndarray) else v
+            if isinstance(v, np.ndarray):
+                v = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float16 if k == "bank" else np.float32))
+            out[k] = v
         return out
 
-    # -- fitting
     @classmethod
-    def fit(cls, train_feats, train_y, neg_feats, val_feats, val_logits, temperature: float,
-            parts=("maha", "oe", "msp"), pca_dim: int = 128, C: float = 0.01, accept: float = 0.95) -> "OpenSetScorer":
+    def fit(cls, train_feats, neg_feats, val_feats, val_logits, temperature: float, parts=PARTS,
+            pca_dim: int = 256, C: float = 0.01, accept: float = 0.95) -> "OpenSetScorer":
         """Fit every part on training features (+ tuning negatives for `oe`), z-score each on the
-        validation features, and set the threshold that accepts `accept` of the validation images."""
+        validation images, and set the threshold that accepts `accept` of them."""
         from sklearn.decomposition import PCA
         from sklearn.linear_model import LogisticRegression
 
         tf = np.asarray(train_feats, dtype=np.float64)
-        ty = np.asarray(train_y)
-        state: dict = {"parts": list(parts), "temperature": float(temperature), "threshold": 0.0, "norm": {}}
-        if "maha" in parts:
-            dim = int(min(pca_dim, tf.shape[1], len(tf) - 1))
-            pca = PCA(dim, random_state=0).fit(tf)
-            x = pca.transform(tf)
-            classes = np.unique(ty)
-            means = np.stack([x[ty == c].mean(0) for c in classes])
-            centred = x - means[np.searchsorted(classes, ty)]
-            cov = np.cov(centred.T)
-            cov += 1e-3 * np.trace(cov) / dim * np.eye(dim)  # shrinkage: thin classes, near-singular directions
-            state.update(pca_mean=pca.mean_, pca_components=pca.components_, class_means=means,
-                         precision=np.linalg.inv(cov))
+        state: dict = {"parts": list(parts), "temperature": float(temperature), "threshold": 0.0, "norm": {},
+                       "accept": float(accept)}
+        if "knn" in parts:
+            pca = PCA(int(min(pca_dim, tf.shape[1], len(tf) - 1)), random_state=0).fit(tf)
+            state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32))
+            state["bank"] = cls(dict(state, parts=[]))._project(tf.astype(np.float32)).astype(np.float16)
         if "oe" in parts:
             nf = np.asarray(neg_feats, dtype=np.float64)
             mu, sd = tf.mean(0), tf.std(0) + 1e-6
             X = (np.concatenate([tf, nf]) - mu) / sd
             y = np.r_[np.ones(len(tf)), np.zeros(len(nf))]
             head = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X, y)
-            state.update(oe_mean=mu, oe_scale=sd, oe_weight=head.coef_[0], oe_bias=float(head.intercept_[0]))
-        scorer = cls(state)
-        raw = scorer.raw(val_feats, val_logits)
+            state.update(oe_mean=mu.astype(np.float32), oe_scale=sd.astype(np.float32),
+                         oe_weight=head.coef_[0].astype(np.float32), oe_bias=float(head.intercept_[0]))
+        raw = cls(state).raw(val_feats, val_logits)
         state["norm"] = {p: (float(raw[p].mean()), float(raw[p].std() + 1e-12)) for p in parts}
-        scorer = cls(state)
-        state["threshold"] = float(np.quantile(scorer.score(val_feats, val_logits), 1 - accept))
+        state["threshold"] = float(np.quantile(cls(state).score(val_feats, val_logits), 1 - accept))
         return cls(state)
+
+
+# ---------------------------------------------------------------- one forward pass, two outputs
+
+class WithFeatures(torch.nn.Module):
+    """model(x) -> (logits, penultimate features): the prediction and the open-set score come
+    from the same forward pass (and the same ONNX graph)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        inner = getattr(model, "model", model)  # the original format's 1000-way wrapper
+        self._timm = hasattr(inner, "forward_head")
+
+    def forward(self, x):
+        m = getattr(self.model, "model", self.model)
+        if self._timm:
+            f = m.forward_head(m.forward_features(x), pre_logits=True)
+            logits = m.get_classifier()(f)
+        else:  # torchvision MobileNetV3: features -> pool -> classifier[:-1] -> last Linear
+            f = m.classifier[:-1](torch.flatten(m.avgpool(m.features(x)), 1))
+            logits = m.classifier[-1](f)
+        if m is not self.model:
+            logits = logits[:, : self.model.n]
+        return logits, f
+
+
+# ---------------------------------------------------------------- negatives on disk, metrics, plot
+
+def read_negatives(folder) -> "pd.DataFrame":
+    """Images of FOLDER (recursive; FOLDER/images/ when it exists) with their `kind` from an optional
+    FOLDER/manifest.csv (img_name,kind), 'negative' otherwise, and their tune/report `half`."""
+    import pandas as pd
+
+    from pokemon_classifier.errors import UserError
+    from pokemon_classifier.images import is_image_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: negatives folder not found")
+    root = folder / "images" if (folder / "images").is_dir() else folder
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise UserError(f"{folder}: no images in the negatives folder")
+    table = pd.DataFrame({"img_name": [p.relative_to(root).as_posix() for p in files], "path": files})
+    table["kind"] = "negative"
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        try:
+            m = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise UserError(f"{manifest}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        if {"img_name", "kind"} <= set(m.columns):
+            kinds = m.drop_duplicates("img_name").set_index("img_name")["kind"]
+            table["kind"] = table["img_name"].map(kinds).fillna("negative").replace("", "negative")
+    table["half"] = split_negatives(table)
+    return table
+
+
+def rates(id_scores, neg_scores, neg_kinds, threshold: float) -> dict:
+    """AUROC and FPR at 95% TPR (all negatives), and at `threshold`: the share of in-distribution
+    images accepted and the share of negatives rejected per kind."""
+    from sklearn.metrics import roc_auc_score
+
+    id_scores, neg_scores, neg_kinds = np.asarray(id_scores), np.asarray(neg_scores), np.asarray(neg_kinds)
+    y = np.r_[np.ones(len(id_scores)), np.zeros(len(neg_scores))]
+    out = {"n_in": int(len(id_scores)), "n_out": int(len(neg_scores)), "threshold": float(threshold),
+           "auroc": float(roc_auc_score(y, np.r_[id_scores, neg_scores])) if len(neg_scores) and len(id_scores) else None,
+           "fpr_at_95_tpr": float((neg_scores >= np.quantile(id_scores, 0.05)).mean()) if len(neg_scores) else None,
+           "in_accepted": float((id_scores >= threshold).mean()) if len(id_scores) else None,
+           "rejected": {}}
+    for k in sorted(set(neg_kinds.tolist())):
+        m = neg_kinds == k
+        out["rejected"][str(k)] = {"n": int(m.sum()), "rate": float((neg_scores[m] < threshold).mean())}
+    return out
+
+
+def plot_scores(id_scores, neg_scores, neg_kinds, threshold: float, path, title: str = "") -> None:
+    """Histograms of the open-set score: in-distribution images against each kind of negative."""
+    from pokemon_classifier.fileio import atomic_savefig, subplots
+
+    fig, ax = subplots(figsize=(8, 4.5))
+    allv = np.r_[id_scores, neg_scores]
+    bins = np.linspace(float(np.min(allv)), float(np.max(allv)), 50)
+    ax.hist(id_scores, bins=bins, alpha=0.6, density=True, label=f"Gen-1 Pokémon ({len(id_scores)})", color="tab:green")
+    for k in sorted(set(np.asarray(neg_kinds).tolist())):
+        v = np.asarray(neg_scores)[np.asarray(neg_kinds) == k]
+        ax.hist(v, bins=bins, alpha=0.45, density=True, histtype="stepfilled", label=f"{k} ({len(v)})")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold (below = unknown)")
+    ax.set_xlabel("open-set score (higher = more like a Gen-1 Pokémon)"), ax.set_ylabel("density")
+    ax.set_title(title or "Open-set score: in-distribution vs negatives")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)

@@ -20,10 +20,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pokemon_classifier.annotations import default_workers, read_annotations, safe_image_path
+from pokemon_classifier.annotations import read_annotations, safe_image_path
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.images import load_image
 from pokemon_classifier.presets import resize_size
+from pokemon_classifier.runtime import cache_dir, default_workers  # noqa: F401  (cache_dir: dedup, features)
 
 
 def resolve_paths(data_dir, df: pd.DataFrame) -> list[Path]:
@@ -78,10 +79,6 @@ def fingerprint(data_dir, df: pd.DataFrame) -> str:
         st = safe_image_path(Path(data_dir), name).stat()
         h.update(f"{name}\0{dex}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
 
 
 def decode_resized(path, res: int, interpolation: str = "bicubic") -> np.ndarray:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pokemon_classifier.data import build_cache, cache_dir, fingerprint
+from pokemon_classifier.data import build_cache, fingerprint
 from pokemon_classifier.models import LITE, build_model, load_checkpoint, preprocessing
 from pokemon_classifier.presets import eval_tensor_transform
+from pokemon_classifier.runtime import cache_dir
 
 
 def _embedder(model, arch: str):

@@ -1,8 +1,9 @@
 """Train a Pokemon classifier: the original recipe by default, resumable and torchrun-ready.
 
     pokemon-classifier train --data data/ --out runs/mnv3                      # original recipe
-    pokemon-classifier train --data data/ --out runs/lite0 --arch efficientnet_lite0 --pretrained \
+    pokemon-classifier train --data data/ --out runs/lite0 --arch efficientnet_lite0 --pretrained \\
         --img-size 192 --freeze 2 --epochs 12
+    pokemon-classifier train --config configs/shipped.yaml --data data/ --out runs/shipped
     pokemon-classifier train --resume runs/lite0/last.pt                       # after a crash
     torchrun --nproc_per_node=2 -m pokemon_classifier train --data data/ --out runs/ddp
 
@@ -17,7 +18,6 @@ import argparse
 import copy
 import itertools
 import json
-import os
 import platform
 import random
 import time
@@ -38,6 +38,7 @@ from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, subplots
 from pokemon_classifier.models import ARCHS, build_model, freeze_stages, preprocessing, set_frozen_bn_eval
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
+from pokemon_classifier.runtime import DEVICE_HELP, all_sum, init_distributed, loader_workers, local_rank, pick_device  # noqa: F401
 from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
 
 
@@ -72,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
     g.add_argument("--resume", type=Path, help="continue from OUT/last.pt at the next epoch")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
@@ -83,40 +84,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p
-
-
-# ---------------------------------------------------------------- distributed helpers
-
-def init_distributed(device_type: str) -> tuple[int, int, int]:
-    """(rank, world, local_rank); a process group only when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def all_sum(values: list[float], device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
 
 
 # ---------------------------------------------------------------- one epoch
@@ -291,8 +258,8 @@ def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    rank, world, local_rank = init_distributed(device.type)
+    device = pick_device(args.device, local_rank())
+    rank, world, _ = init_distributed(device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     amp = device.type == "cuda"
@@ -324,7 +291,7 @@ def main(args) -> int:
     va_shard = va[rank::world]  # no padding: reduced sums are exact
     val_ds = TensorDataset8(images[va_shard], labels[va_shard], eval_tensor_transform(pre))
 
-    workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 2) // 2))
+    workers = args.workers if args.workers is not None else loader_workers()
     if world > 1:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
     else:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_checkpoint
-from pokemon_classifier.evaluate import fit_temperature, unknown_threshold
+from pokemon_classifier.calibrate import fit_temperature, unknown_threshold
 from pokemon_classifier.models import load_checkpoint
 
 
@@ -40,6 +40,24 @@ def test_report_files_written(synth_data, tiny_ckpt, tmp_path):
     assert len(per) == 6 and set(per.columns) >= {"pokemon_id", "name", "n", "top1"}
     n_test = (pd.read_csv(synth_data / "splits.csv")["split"] == "test").sum()
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == n_test
+
+
+def test_onnx_export_evaluates_like_its_checkpoint(synth_data, tiny_ckpt, tmp_path):
+    """evaluate goes through predict.Classifier, so an ONNX export is evaluated like the checkpoint."""
+    pytest.importorskip("onnxruntime")
+    (synth_data / "images" / "abra003.jpg").write_bytes(b"<html>nope</html>")
+    code, _, err = run_cli("export", "--weights", tiny_ckpt, "--onnx", tmp_path / "m.onnx")
+    assert code == 0, err
+    results = []
+    for w in (tiny_ckpt, tmp_path / "m.onnx"):
+        code, out, err = run_cli("evaluate", "--weights", w, "--data", synth_data, "--json", "--device", "cpu")
+        assert code == 0, err
+        results.append(json.loads(out))
+    pt, onnx = results
+    assert onnx["weights"].endswith("m.onnx") and onnx["n"] == pt["n"] == 83 and onnx["unreadable"] == 1
+    assert onnx["top1"] == pt["top1"] and onnx["top5"] == pt["top5"]
+    assert onnx["nll"] == pytest.approx(pt["nll"], abs=1e-4)
+    assert onnx["per_class"] == pt["per_class"]
 
 
 def test_original_format_checkpoint_evaluates(synth_data, tmp_path):
@@ -141,7 +159,7 @@ def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
     import matplotlib
 
     from pokemon_classifier.annotations import plot_class_counts
-    from pokemon_classifier.evaluate import plot_confusion, plot_reliability
+    from pokemon_classifier.report import plot_confusion, plot_reliability
     from pokemon_classifier.train import plot_curves
 
     before = matplotlib.get_backend()

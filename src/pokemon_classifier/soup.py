@@ -63,14 +63,18 @@ def make_soup(paths, out, data=None, splits=None, greedy: bool = True, batch_siz
     if data is not None:
         from pokemon_classifier.evaluate import evaluate_frame, select
         from pokemon_classifier.models import build_model
+        from pokemon_classifier.predict import Classifier
 
         df = select(data, splits, "val")
-        meta = {"preprocessing": cks[0]["preprocessing"], "class_ids": [int(i) for i in cks[0]["class_ids"]]}
+        # temperature 1: every ingredient and every soup is scored on its raw probabilities
+        meta = {"preprocessing": cks[0]["preprocessing"], "class_ids": [int(i) for i in cks[0]["class_ids"]],
+                "temperature": 1.0}
         model = build_model(cks[0]["arch"], num_classes=len(meta["class_ids"])).eval()
+        clf = Classifier.from_model(model, meta)
 
         def val_of(state):
             model.load_state_dict(state)
-            s = evaluate_frame(model, meta, data, df, batch_size, progress=progress)[0]
+            s = evaluate_frame(clf, data, df, batch_size, progress=progress).summary
             return s["top1"], s["nll"]
 
         scores = [val_of(ck["model"]) for ck in cks]

@@ -28,7 +28,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     z = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    t = torch.from_numpy(np.asarray(y))
+    t = torch.from_numpy(np.array(y))  # a copy: a pandas-backed array may be read-only
 
     def f(log_t):
         return float(torch.nn.functional.cross_entropy(z / np.exp(log_t), t))

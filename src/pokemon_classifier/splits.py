@@ -119,10 +119,15 @@ def format_leak(rep: dict) -> str:
     return "; ".join(f"{s}: {v['leaked']} of {v['n']} images have a near-duplicate in train" for s, v in rep.items())
 
 
+KINDS = {False: "group-aware", True: "random"}
+
+
 def make_splits(groups: pd.DataFrame, val=0.15, test=0.15, seed=0, random=False) -> pd.DataFrame:
+    """img_name, split, kind: the kind ('group-aware' or 'random') travels with the file, so a model
+    trained on it can record which split it really saw."""
     fn = random_split if random else group_split
     split = fn(groups, val, test, seed)
-    return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy()})
+    return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(), "kind": KINDS[random]})
 
 
 def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -157,7 +162,7 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
     path = Path(out) if out else Path(data_dir) / SPLITS_CSV
     atomic_write_csv(path, splits)
     counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
-    kind = "random (leaky, for comparison)" if random else "group-aware"
+    kind = f"{KINDS[random]} (leaky, for comparison)" if random else KINDS[random]
     echo(f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS))
     echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
     echo(f"wrote {path}")

@@ -7,8 +7,8 @@
     pokemon-classifier evaluate --weights runs/exp1/best.pt --data data/ --split test
     pokemon-classifier predict photo.jpg
 
-Every subcommand is a module with `add_arguments(parser)` and `main(args)`; its docstring is its
---help. User errors print one line (`error: ...`) and exit 2; they never print a traceback.
+Every subcommand is a module with `add_arguments(parser)` and `main(args)` (and optionally
+`config_defaults(path, parser)` for a --config file); its docstring is its --help. User errors print one line (`error: ...`) and exit 2; they never print a traceback.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         mod = command_module(name)
         p = sub.add_parser(name, help=help_, description=mod.__doc__, formatter_class=HelpFormatter)
         mod.add_arguments(p)
+        parser.command_parser = p
     return parser
 
 
@@ -77,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(command_module(args.command).main(args) or 0)
+        mod = command_module(args.command)
+        if getattr(args, "config", None) and hasattr(mod, "config_defaults"):
+            # a config file's keys become defaults before the real parse (timm's way): any flag given wins
+            parser.command_parser.set_defaults(**mod.config_defaults(args.config, parser.command_parser))
+            args = parser.parse_args(argv)
+        return int(mod.main(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ Hashes are cached on disk keyed by the file's sha256, so a re-run only reads byt
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.data import resolve_paths
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text
+from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
 from pokemon_classifier.images import load_image
 from pokemon_classifier.runtime import cache_dir, default_workers
 
@@ -64,8 +63,7 @@ def _hash_file(args) -> tuple[str, int, int, str]:
         return sha, 0, 0, str(e)
 
 
-def _sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+_sha = sha256_file
 
 
 class HashCache:

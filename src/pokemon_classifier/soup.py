@@ -12,11 +12,10 @@ The soup has no temperature or unknown threshold yet: run `calibrate` on it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_torch_save
+from pokemon_classifier.fileio import atomic_torch_save, sha256_file
 from pokemon_classifier.models import read_checkpoint
 
 
@@ -93,7 +92,7 @@ def make_soup(paths, out, data=None, splits=None, greedy: bool = True, batch_siz
     soup = {k: v for k, v in cks[chosen[0]].items()
             if k not in ("model", "optimizer", "scheduler", "rng", "temperature", "unknown_threshold", "calibration")}
     soup["model"] = average([cks[i]["model"] for i in chosen])
-    soup["soup"] = [{"path": str(paths[i]), "sha256": hashlib.sha256(paths[i].read_bytes()).hexdigest(),
+    soup["soup"] = [{"path": str(paths[i]), "sha256": sha256_file(paths[i]),
                      "epoch": cks[i].get("epoch"), "args": cks[i].get("args")} for i in chosen]
     if "val_soup" in report:
         soup["metrics"] = {"val_acc": report["val_soup"]["top1"], "val_nll": report["val_soup"]["nll"]}

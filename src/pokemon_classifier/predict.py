@@ -88,15 +88,7 @@ class Classifier:
     # ------------------------------------------------------------------ inputs
     def preprocess(self, item) -> torch.Tensor:
         """Path, bytes, PIL image or HxWx3 uint8 array -> normalised (3,H,W) tensor."""
-        if isinstance(item, np.ndarray):
-            from PIL import Image
-
-            if item.ndim == 2:
-                item = np.stack([item] * 3, -1)
-            if item.ndim != 3 or item.shape[2] not in (3, 4):
-                raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
-            item = Image.fromarray(item.astype(np.uint8))
-        return self.transform(load_image(item))
+        return to_tensor(item, self.transform)
 
     def probs(self, batch: torch.Tensor) -> np.ndarray:
         logits = self._run(batch)
@@ -121,11 +113,12 @@ class Classifier:
 
     def probs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                     desc: str = "predicting") -> tuple[np.ndarray, dict[int, str]]:
-        """Probabilities (N,C) for image files, decoded by DataLoader workers; an unreadable file's row
-        is NaN and its message is in errors {row: '<file>: <reason>'} (never an exception)."""
+        """Probabilities (N,C) for images (paths, or anything preprocess takes), decoded by DataLoader
+        workers: the one batched path of predict, evaluate, calibrate and soup. An unreadable image's
+        row is NaN and its message is in errors {row: '<file>: <reason>'} (never an exception)."""
         from torch.utils.data import DataLoader
 
-        ds = _FileDataset(list(paths), self.transform, int(self.meta["preprocessing"]["size"]))
+        ds = _ItemDataset(list(paths), self.transform, int(self.meta["preprocessing"]["size"]))
         workers = (1 if len(ds) > batch_size else 0) if workers is None else workers
         out = np.full((len(ds), len(self.class_ids)), np.nan, dtype=np.float32)
         errors: dict[int, str] = {}
@@ -142,23 +135,8 @@ class Classifier:
 
     def predict_batch(self, items, topk: int = 5, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """One result per item; unreadable items give {'error': '<file>: <reason>'} instead of raising."""
-        results: list[dict | None] = [None] * len(items)
-        bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress, leave=False)
-        for start in range(0, len(items), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(items))))
-            tensors, ok = [], []
-            for i in chunk:
-                try:
-                    tensors.append(self.preprocess(items[i]))
-                    ok.append(i)
-                except ImageError as e:
-                    results[i] = {"error": str(e)}
-            if tensors:
-                for i, r in zip(ok, self.predict_tensors(torch.stack(tensors), topk)):
-                    results[i] = r
-            bar.update(len(chunk))
-        bar.close()
-        return results  # type: ignore[return-value]
+        probs, errors = self.probs_paths(items, batch_size, progress=progress)
+        return [{"error": errors[i]} if i in errors else self.result(p, topk) for i, p in enumerate(probs)]
 
     # ------------------------------------------------------------------ video
     def predict_video(self, path, fps: float = 2.0, topk: int = 5, batch_size: int = 32) -> dict:
@@ -195,7 +173,20 @@ class Classifier:
         return {"frames": len(times), "fps": fps, "segments": segments, "overall": overall}
 
 
-class _FileDataset(torch.utils.data.Dataset):
+def to_tensor(item, transform) -> torch.Tensor:
+    """Path, bytes, PIL image or HxWx3 uint8 array -> transform(RGB image); ImageError when unusable."""
+    if isinstance(item, np.ndarray):
+        from PIL import Image
+
+        if item.ndim == 2:
+            item = np.stack([item] * 3, -1)
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
+        item = Image.fromarray(item.astype(np.uint8))
+    return transform(load_image(item))
+
+
+class _ItemDataset(torch.utils.data.Dataset):
     """(tensor, index, error): an unreadable image yields zeros and its message instead of an exception."""
 
     def __init__(self, paths, transform, size: int):
@@ -206,7 +197,7 @@ class _FileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            return self.transform(load_image(self.paths[i])), i, ""
+            return to_tensor(self.paths[i], self.transform), i, ""
         except ImageError as e:
             return torch.zeros(3, self.size, self.size), i, str(e)
 

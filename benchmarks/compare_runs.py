@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
 
 from pokemon_classifier import metrics as M  # noqa: E402
 from pokemon_classifier.annotations import read_annotations  # noqa: E402
-from pokemon_classifier.evaluate import accuracy_by, default_by, predict_probs, read_by  # noqa: E402
-from pokemon_classifier.models import load_checkpoint  # noqa: E402
+from pokemon_classifier.annotations import safe_image_path  # noqa: E402
+from pokemon_classifier.evaluate import accuracy_by, default_by, read_by  # noqa: E402
+from pokemon_classifier.predict import Classifier  # noqa: E402
 from pokemon_classifier.splits import read_splits  # noqa: E402
 
 
@@ -40,14 +40,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         ck = run / "best.pt"
-        model, meta = load_checkpoint(ck)
-        model = model.to(memory_format=torch.channels_last)
+        clf = Classifier.load(ck)
+        meta = clf.meta
         a = meta["args"]
         m = pd.read_csv(run / "metrics.csv")
         res = {}
         for split in ("val", "test"):
             part = df[df["split"] == split].reset_index(drop=True)
-            p, _ = predict_probs(model, meta, [args.data / "images" / n for n in part["img_name"]], progress=False)
+            p, _ = clf.probs_paths([safe_image_path(args.data, n) for n in part["img_name"]])
             y = part["pokemon_id"].to_numpy() - 1
             res[split] = (M.topk_accuracy(p, y, 1), M.topk_accuracy(p, y, 5))
             if split == "test" and kinds is not None:

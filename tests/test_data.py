@@ -46,3 +46,26 @@ def test_cache_matches_direct_pipeline_and_is_reused(synth_data, tmp_path):
     ds_cached = TensorDataset8(a, df["pokemon_id"] - 1, eval_tensor_transform(pre))
     ds_direct = ImageDataset(synth_data, eval_transform(pre), df)
     assert (ds_cached[3][0] - ds_direct[3][0]).abs().mean() < 0.05
+
+
+def test_cache_write_is_atomic(synth_data, tmp_path, monkeypatch):
+    """A crash while the cache is written leaves neither a truncated .npy nor a temp file behind."""
+    import numpy as np
+
+    from pokemon_classifier.annotations import read_annotations
+    from pokemon_classifier.models import preprocessing
+
+    df = read_annotations(synth_data)
+    real = np.save
+
+    def dying_save(f, arr, *a, **k):
+        f.write(b"\x93NUMPY half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        build_cache(synth_data, df, preprocessing("mobilenet_v3_small", 32), root=tmp_path / "c", progress=False)
+    assert list((tmp_path / "c").iterdir()) == []
+    monkeypatch.setattr(np, "save", real)
+    a = build_cache(synth_data, df, preprocessing("mobilenet_v3_small", 32), root=tmp_path / "c", progress=False)
+    assert [p.suffix for p in (tmp_path / "c").iterdir()] == [".npy"] and a.shape[0] == len(df)

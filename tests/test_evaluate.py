@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_checkpoint
-from pokemon_classifier.evaluate import fit_temperature, unknown_threshold
+from pokemon_classifier.calibrate import fit_temperature, unknown_threshold
 from pokemon_classifier.models import load_checkpoint
 
 
@@ -42,6 +42,24 @@ def test_report_files_written(synth_data, tiny_ckpt, tmp_path):
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == n_test
 
 
+def test_onnx_export_evaluates_like_its_checkpoint(synth_data, tiny_ckpt, tmp_path):
+    """evaluate goes through predict.Classifier, so an ONNX export is evaluated like the checkpoint."""
+    pytest.importorskip("onnxruntime")
+    (synth_data / "images" / "abra003.jpg").write_bytes(b"<html>nope</html>")
+    code, _, err = run_cli("export", "--weights", tiny_ckpt, "--onnx", tmp_path / "m.onnx")
+    assert code == 0, err
+    results = []
+    for w in (tiny_ckpt, tmp_path / "m.onnx"):
+        code, out, err = run_cli("evaluate", "--weights", w, "--data", synth_data, "--json", "--device", "cpu")
+        assert code == 0, err
+        results.append(json.loads(out))
+    pt, onnx = results
+    assert onnx["weights"].endswith("m.onnx") and onnx["n"] == pt["n"] == 83 and onnx["unreadable"] == 1
+    assert onnx["top1"] == pt["top1"] and onnx["top5"] == pt["top5"]
+    assert onnx["nll"] == pytest.approx(pt["nll"], abs=1e-4)
+    assert onnx["per_class"] == pt["per_class"]
+
+
 def test_original_format_checkpoint_evaluates(synth_data, tmp_path):
     import torchvision
 
@@ -53,11 +71,20 @@ def test_original_format_checkpoint_evaluates(synth_data, tmp_path):
 
 
 def test_leak_report(synth_data, tiny_ckpt):
-    run_cli("split", synth_data, "--random", "--seed", "3")
+    """A hand-made split whose leak is known: per class, test holds the near-duplicates of 001 and 002
+    (made by synthetic.make_dataset as 013 and 014, with 001/002 in train) and two unrelated images."""
+    ann = pd.read_csv(synth_data / "annotations.csv")
+    num = ann["img_name"].str.extract(r"(\d{3})\.jpg$")[0]
+    split = np.where(num.isin(["013", "014", "003", "004"]), "test", np.where(num == "005", "val", "train"))
+    pd.DataFrame({"img_name": ann["img_name"], "split": split}).to_csv(synth_data / "splits.csv", index=False)
     code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--leak-report", "--json")
     assert code == 0, err
     r = json.loads(out)
-    assert r["with_duplicate_in_train"]["n"] + r["without_duplicate_in_train"]["n"] == r["n"]
+    w, wo = r["with_duplicate_in_train"], r["without_duplicate_in_train"]
+    assert r["n"] == 24 and w["n"] == 12 and wo["n"] == 12
+    assert w["n"] * w["top1"] + wo["n"] * wo["top1"] == pytest.approx(r["n"] * r["top1"])
+    code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--leak-report")
+    assert code == 0 and "with a near-duplicate in train:       12 images" in out, out
 
 
 def test_temperature_and_threshold():
@@ -74,11 +101,28 @@ def test_temperature_and_threshold():
 
 
 def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
+    from pokemon_classifier.annotations import safe_image_path
+    from pokemon_classifier.calibrate import fit_temperature, unknown_threshold
+    from pokemon_classifier.predict import Classifier
+
     run_cli("split", synth_data)
-    code, out, err = run_cli("calibrate", "--weights", tiny_ckpt, "--data", synth_data)
+    code, out, err = run_cli("calibrate", "--weights", tiny_ckpt, "--data", synth_data, "--keep", "0.9")
     assert code == 0, err
     _, meta = load_checkpoint(tiny_ckpt)
-    assert meta["temperature"] > 0 and 0 <= meta["unknown_threshold"] <= 1
+    # the stored figures are the ones fitted on val: recompute them independently
+    sp = pd.read_csv(synth_data / "splits.csv").merge(pd.read_csv(synth_data / "annotations.csv"))
+    val = sp[sp["split"] == "val"]
+    clf = Classifier.load(tiny_ckpt).with_meta(temperature=1.0)
+    p, errors = clf.probs_paths([safe_image_path(synth_data, n) for n in val["img_name"]])
+    assert not errors
+    y = val["pokemon_id"].map({d: i for i, d in enumerate(clf.class_ids)}).to_numpy()
+    logits = np.log(p)
+    t = fit_temperature(logits, y)
+    assert meta["temperature"] == pytest.approx(t, rel=1e-6) and meta["temperature"] != 1.0
+    pt = torch.softmax(torch.from_numpy(logits) / t, 1).numpy()
+    assert meta["unknown_threshold"] == pytest.approx(unknown_threshold(pt, y, 0.9), rel=1e-5)
+    assert meta["calibration"]["n"] == len(val) and meta["calibration"]["keep"] == 0.9
+    assert Classifier.load(tiny_ckpt).temperature == meta["temperature"]  # predict uses it
     bad = synth_data / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     code, out, err = run_cli("calibrate", "--weights", bad, "--data", synth_data)
@@ -141,7 +185,7 @@ def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
     import matplotlib
 
     from pokemon_classifier.annotations import plot_class_counts
-    from pokemon_classifier.evaluate import plot_confusion, plot_reliability
+    from pokemon_classifier.report import plot_confusion, plot_reliability
     from pokemon_classifier.train import plot_curves
 
     before = matplotlib.get_backend()

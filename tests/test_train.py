@@ -170,16 +170,34 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
 def test_config_file_sets_options_and_flags_win(tmp_path):
     from pathlib import Path
 
-    from pokemon_classifier.train import _load_config, get_args_parser
+    from pokemon_classifier.train import parse_args
 
     repo = Path(__file__).resolve().parents[1]
-    args = get_args_parser().parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "retro"])
-    _load_config(args)
+    args = parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "retro"])
     assert (args.arch, args.pretrained, args.img_size, args.freeze, args.epochs) == ("efficientnet_lite0", True, 192, 2, 10)
     assert args.lr == 5e-4 and args.label_smoothing == 0.1 and args.augment == "retro"  # the flag won
+    # a flag equal to its parser default still wins over the YAML (the shipped YAML says style)
+    args = parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "light", "--lr", "1e-3"])
+    assert args.augment == "light" and args.lr == 1e-3 and args.arch == "efficientnet_lite0"
+    (tmp_path / "c.yaml").write_text("data: somewhere\nepochs: 3\n")
+    args = parse_args(["--config", str(tmp_path / "c.yaml"), "--epochs", "25"])
+    assert args.data == Path("somewhere") and args.epochs == 25
     (tmp_path / "bad.yaml").write_text("learning_rate: 0.1\n")
     code, _, err = run_cli("train", "--config", tmp_path / "bad.yaml", "--data", tmp_path, "--out", tmp_path / "o")
     assert code == 2 and "unknown option 'learning_rate'" in err
+    (tmp_path / "bad2.yaml").write_text("augment: sparkles\n")
+    code, _, err = run_cli("train", "--config", tmp_path / "bad2.yaml", "--data", tmp_path, "--out", tmp_path / "o")
+    assert code == 2 and "augment: 'sparkles' is not one of" in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_through_the_cli_flag_equal_to_default_wins(synth_data, tmp_path):
+    """The same through `pokemon-classifier train`: the YAML says style, the flag says light (the default)."""
+    (tmp_path / "c.yaml").write_text("augment: style\nepochs: 1\nmax_batches: 0\n")
+    code, _, err = run_cli("train", "--config", tmp_path / "c.yaml", "--data", synth_data, "--out", tmp_path / "o",
+                           "--augment", "light", *FAST)
+    assert code == 0, err
+    ck = torch.load(tmp_path / "o" / "best.pt", weights_only=True)
+    assert ck["args"]["augment"] == "light" and ck["args"]["epochs"] == 1
 
 
 def test_shipped_config_is_the_recipe_of_the_shipped_model():
@@ -236,3 +254,90 @@ def test_init_seed_fixes_the_initial_weights_whatever_the_seed(synth_data, tmp_p
     zero = init_weights("zero", "--seed", "0")
     assert _same(a, b) and _same(a, zero)
     assert not _same(a, c)
+
+
+def test_checkpoints_have_a_version_one_epoch_convention_and_the_real_split(synth_data, tmp_path):
+    run_cli("split", synth_data, "--random")
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "r", "--epochs", "1",
+                           "--max-batches", "1", *FAST)
+    assert code == 0, err
+    best, last = (torch.load(tmp_path / "r" / f, weights_only=True) for f in ("best.pt", "last.pt"))
+    assert best["version"] == last["version"] == 2
+    assert best["epoch"] == last["epoch"] == 1  # both count epochs completed
+    assert best["split"] == last["split"] == "random" and best["split_file"] == str(synth_data / "splits.csv")
+    (synth_data / "splits.csv").unlink()  # no split file: one is made group-aware into OUT
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "g", "--epochs", "1",
+                           "--max-batches", "1", *FAST)
+    assert code == 0, err
+    g = torch.load(tmp_path / "g" / "best.pt", weights_only=True)
+    assert g["split"] == "group-aware" and g["split_file"] == str(tmp_path / "g" / "splits.csv")
+    pd.read_csv(tmp_path / "g" / "splits.csv")[["img_name", "split"]].to_csv(tmp_path / "own.csv", index=False)
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "o", "--epochs", "1",
+                           "--max-batches", "1", "--splits", tmp_path / "own.csv", *FAST)
+    assert code == 0, err
+    assert torch.load(tmp_path / "o" / "best.pt", weights_only=True)["split"] == "unknown"  # a file of unknown making
+
+
+def test_resume_restores_the_saved_rng_and_reads_version_1_files(synth_data, tmp_path, monkeypatch):
+    from pokemon_classifier import train
+
+    for out, n in (("short", "2"), ("ref", "3")):
+        code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / out, "--epochs", n, *FAST)
+        assert code == 0, err
+    saved = torch.load(tmp_path / "short" / "last.pt", weights_only=True)
+    # the generators' state when the first resumed epoch starts is the saved one
+    seen = []
+    real_seed = train.seed_epoch
+    monkeypatch.setattr(train, "seed_epoch", lambda *a: (seen.append(torch.get_rng_state()), real_seed(*a)))
+    code, _, err = run_cli("train", "--resume", tmp_path / "short" / "last.pt", "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    assert torch.equal(seen[0], saved["rng"]["torch"])
+    assert _same(_weights(tmp_path / "short" / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
+    # a version-1 last.pt (0-based epoch, torch + numpy keys only) resumes the same way
+    v1 = {k: v for k, v in saved.items() if k != "version"}
+    v1["epoch"] = saved["epoch"] - 1
+    v1["rng"] = {"torch": saved["rng"]["torch"], "numpy_keys": saved["rng"]["numpy_keys"]}
+    (tmp_path / "old").mkdir()
+    torch.save(v1, tmp_path / "old" / "last.pt")
+    code, out, err = run_cli("train", "--resume", tmp_path / "old" / "last.pt", "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    assert "at epoch 3/3" in out
+    assert _same(_weights(tmp_path / "old" / "last.pt"), _weights(tmp_path / "ref" / "last.pt"))
+    assert train.epochs_completed(torch.load(tmp_path / "old" / "last.pt", weights_only=True)) == 3
+
+
+def test_ddp_micro_batches_sync_only_on_the_last_chunk():
+    """Under DDP, backward() of every chunk but the last runs in no_sync(): one all-reduce per batch."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pokemon_classifier.train import train_one_epoch
+
+    class CountingDDP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Flatten(), nn.Linear(48, 5))
+            self.synced, self.unsynced = 0, 0
+            self._in_no_sync = False
+
+        def forward(self, x):
+            return self.inner(x)
+
+        def no_sync(self):
+            import contextlib
+
+            @contextlib.contextmanager
+            def ctx():
+                self._in_no_sync = True
+                yield
+                self._in_no_sync = False
+            return ctx()
+
+    model = CountingDDP()
+    model.inner[1].weight.register_hook(lambda g: setattr(
+        model, "unsynced" if model._in_no_sync else "synced", getattr(model, "unsynced" if model._in_no_sync else "synced") + 1))
+    x, y = torch.randn(128, 3, 4, 4), torch.randint(0, 5, (128,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=64)
+    train_one_epoch(model, loader, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                    torch.device("cpu"), False, False, progress=False, micro_batch=16)
+    assert (model.synced, model.unsynced) == (2, 6)  # 2 batches of 4 chunks: the last chunk of each syncs

@@ -29,8 +29,7 @@ COLUMNS = ["img_name", "pokemon_id"]
 FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+from pokemon_classifier.runtime import default_workers  # noqa: E402,F401  (re-exported: its old home)
 
 
 @dataclass

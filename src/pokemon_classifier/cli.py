@@ -7,7 +7,8 @@
     pokemon-classifier evaluate --weights runs/exp1/best.pt --data data/ --split test
     pokemon-classifier predict photo.jpg
 
-User errors print one line (`error: ...`) and exit 2; they never print a traceback.
+Every subcommand is a module with `add_arguments(parser)` and `main(args)` (and optionally
+`config_defaults(path, parser)` for a --config file); its docstring is its --help. User errors print one line (`error: ...`) and exit 2; they never print a traceback.
 """
 
 from __future__ import annotations
@@ -18,47 +19,53 @@ import sys
 
 from pokemon_classifier.errors import UserError
 
-# subcommand -> module with add_arguments(parser) and main(args); imported lazily so that
-# `pokemon-classifier annotate --help` does not pay for importing torch.
+# subcommand -> (module, one-line help). The modules are imported only for the subcommand that runs
+# (or whose --help is asked for): the top-level --help must not pay for importing torch.
 COMMANDS = {
-    "download": ("pokemon_classifier.scrape", None, "collect images from an image search engine"),
-    "annotate": ("pokemon_classifier.commands", "annotate", "scan DATA/images and write annotations.csv"),
-    "dedup": ("pokemon_classifier.commands", "dedup", "find near-duplicate groups (perceptual hashes)"),
-    "split": ("pokemon_classifier.commands", "split", "group-aware stratified train/val/test split"),
-    "clean": ("pokemon_classifier.clean", None, "find broken files, duplicates, wrong labels; review; apply/undo"),
-    "train": ("pokemon_classifier.train", None, "train a classifier (resumable, torchrun-ready)"),
-    "evaluate": ("pokemon_classifier.evaluate", None, "honest metrics, plots and the duplicate-leak report"),
-    "soup": ("pokemon_classifier.soup", None, "average the weights of several runs (greedy choice on val)"),
-    "calibrate": ("pokemon_classifier.evaluate", "calibrate", "fit temperature scaling on val, store in checkpoint"),
-    "predict": ("pokemon_classifier.predict", None, "classify images, folders, globs and videos"),
-    "export": ("pokemon_classifier.export", None, "export to ONNX, checked with ONNX Runtime"),
-    "serve": ("pokemon_classifier.app", None, "the web app + JSON API (http://127.0.0.1:7860)"),
+    "download": ("pokemon_classifier.scrape", "collect images from an image search engine"),
+    "annotate": ("pokemon_classifier.annotate", "scan DATA/images and write annotations.csv"),
+    "dedup": ("pokemon_classifier.dedup", "find near-duplicate groups (perceptual hashes)"),
+    "split": ("pokemon_classifier.splits", "group-aware stratified train/val/test split"),
+    "clean": ("pokemon_classifier.clean", "find broken files, duplicates, wrong labels; review; apply/undo"),
+    "train": ("pokemon_classifier.train", "train a classifier (resumable, torchrun-ready)"),
+    "evaluate": ("pokemon_classifier.evaluate", "honest metrics, plots and the duplicate-leak report"),
+    "soup": ("pokemon_classifier.soup", "average the weights of several runs (greedy choice on val)"),
+    "calibrate": ("pokemon_classifier.calibrate", "fit temperature scaling on val, store in checkpoint"),
+    "predict": ("pokemon_classifier.predict", "classify images, folders, globs and videos"),
+    "export": ("pokemon_classifier.export", "export to ONNX, checked with ONNX Runtime"),
+    "serve": ("pokemon_classifier.app", "the web app + JSON API (http://127.0.0.1:7860)"),
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout and shows a default only when it says something: not for
+    None (the help text says what happens instead) and not for on/off flags."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if ("%(default)" in help_ or action.default in (None, argparse.SUPPRESS) or not action.option_strings
+                or action.nargs == 0):
+            return help_
+        return f"{help_} (default: %(default)s)" if help_ else "default: %(default)s"
 
 
-def _load(name):
-    module, prefix, _ = COMMANDS[name]
-    mod = importlib.import_module(module)
-    add = getattr(mod, f"{prefix}_arguments" if prefix else "add_arguments")
-    run = getattr(mod, f"{prefix}_main" if prefix else "main")
-    return mod, add, run
+def command_module(name: str):
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pokemon-classifier", description=__doc__, formatter_class=_Formatter)
+    """The full parser for `only` (its module imported); every other subcommand is a stub with its
+    one-line help, which is all the top-level --help shows."""
+    parser = argparse.ArgumentParser(prog="pokemon-classifier", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, _, help_) in COMMANDS.items():
-        if only is not None and name != only:
+    for name, (_, help_) in COMMANDS.items():
+        if name != only:
             sub.add_parser(name, help=help_)
             continue
-        mod, add, _ = _load(name)
-        doc = (getattr(mod, f"{COMMANDS[name][1]}_doc", None) if COMMANDS[name][1] else None) or mod.__doc__
-        p = sub.add_parser(name, help=help_, description=doc, formatter_class=_Formatter)
-        add(p)
+        mod = command_module(name)
+        p = sub.add_parser(name, help=help_, description=mod.__doc__, formatter_class=HelpFormatter)
+        mod.add_arguments(p)
+        parser.command_parser = p
     return parser
 
 
@@ -70,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _, _, run = _load(args.command)
     try:
-        return int(run(args) or 0)
+        mod = command_module(args.command)
+        if getattr(args, "config", None) and hasattr(mod, "config_defaults"):
+            # a config file's keys become defaults before the real parse (timm's way): any flag given wins
+            parser.command_parser.set_defaults(**mod.config_defaults(args.config, parser.command_parser))
+            args = parser.parse_args(argv)
+        return int(mod.main(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -16,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from torchvision.transforms.functional import pil_modes_mapping
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pokemon_classifier.annotations import default_workers, read_annotations, safe_image_path
+from pokemon_classifier.annotations import read_annotations, safe_image_path
 from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.fileio import atomic_save_npy
 from pokemon_classifier.images import load_image
-from pokemon_classifier.presets import resize_size
+from pokemon_classifier.presets import interp, resize_size
+from pokemon_classifier.runtime import cache_dir, default_workers  # noqa: F401  (cache_dir: dedup, features)
 
 
 def resolve_paths(data_dir, df: pd.DataFrame) -> list[Path]:
@@ -80,17 +81,13 @@ def fingerprint(data_dir, df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
-
-
 def decode_resized(path, res: int, interpolation: str = "bicubic") -> np.ndarray:
     """Decode, resize the shorter side to `res`, centre crop res x res -> uint8 (3,res,res)."""
     img = load_image(path)
     w, h = img.size
     s = res / min(w, h)
     nw, nh = max(res, round(w * s)), max(res, round(h * s))
-    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    resample = pil_modes_mapping[interp(interpolation)]  # the same filter as the eval transform
     img = img.resize((nw, nh), resample, reducing_gap=3.0)
     left, top = (nw - res) // 2, (nh - res) // 2
     img = img.crop((left, top, left + res, top + res))
@@ -146,9 +143,5 @@ def build_cache(data_dir, df: pd.DataFrame, pre: dict, workers: int | None = Non
     if errors:
         raise UserError(f"{len(errors)} unreadable images (run `pokemon-classifier annotate` to drop them): "
                         + "; ".join(errors[:5]))
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    atomic_save_npy(path, arr)
     return arr

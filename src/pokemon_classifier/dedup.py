@@ -1,6 +1,10 @@
-"""Near-duplicate groups by perceptual hash.
+"""Group near-duplicate images by perceptual hash (whole image and content box).
 
-    pokemon-classifier dedup data/ [--threshold 4]
+    pokemon-classifier dedup data/
+    pokemon-classifier dedup data/ --threshold 6 --out reports/
+
+Writes dedup.csv (img_name, group, pokemon_id, group_size) and lists groups that span classes.
+Hashes are cached by file content (~/.cache/pokemon-classifier or $POKEMON_CLASSIFIER_CACHE).
 
 For every image: 64-bit pHash of the whole image and of the image cropped to its content box
 (the same picture re-framed or padded differently). Two images are near-duplicates when either
@@ -10,7 +14,6 @@ Hashes are cached on disk keyed by the file's sha256, so a re-run only reads byt
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,11 +27,12 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import default_workers, read_annotations
-from pokemon_classifier.data import cache_dir, resolve_paths
-from pokemon_classifier.errors import ImageError
-from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text
+from pokemon_classifier.annotations import read_annotations
+from pokemon_classifier.data import resolve_paths
+from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
 from pokemon_classifier.images import load_image
+from pokemon_classifier.runtime import cache_dir, default_workers
 
 DEFAULT_THRESHOLD = 4
 HASH_VERSION = "phash8-v1"
@@ -59,8 +63,7 @@ def _hash_file(args) -> tuple[str, int, int, str]:
         return sha, 0, 0, str(e)
 
 
-def _sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+_sha = sha256_file
 
 
 class HashCache:
@@ -173,3 +176,21 @@ def run(data_dir, out_dir=None, threshold: int = DEFAULT_THRESHOLD, workers=None
         echo("  " + ", ".join(f"{m} ({pokedex.display_name(name_of[m])})" for m in members))
     echo(f"wrote {out}")
     return groups
+
+
+def check_threshold(t: int) -> None:
+    if not 0 <= t <= 64:
+        raise UserError(f"--threshold {t} must be 0..64 (bits of a 64-bit hash)")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", help="data folder with annotations.csv and images/")
+    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="max Hamming distance of 64-bit pHashes")
+    p.add_argument("--out", help="folder for dedup.csv (default: DATA)")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+
+
+def main(args) -> int:
+    check_threshold(args.threshold)
+    run(args.data, args.out, threshold=args.threshold, workers=args.workers)
+    return 0

@@ -2,6 +2,7 @@
 
     pokemon-classifier export --weights best.pt --onnx model.onnx
     pokemon-classifier predict --backend onnx --weights model.onnx photo.jpg
+    pokemon-classifier evaluate --weights model.onnx --data data/ --split test   # same figures as best.pt
 """
 
 from __future__ import annotations

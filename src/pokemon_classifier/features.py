@@ -6,16 +6,15 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from pokemon_classifier.data import build_cache, cache_dir, fingerprint
+from pokemon_classifier.data import build_cache, fingerprint
+from pokemon_classifier.fileio import atomic_save_npy, sha256_file
 from pokemon_classifier.models import LITE, build_model, load_checkpoint, preprocessing
 from pokemon_classifier.presets import eval_tensor_transform
+from pokemon_classifier.runtime import cache_dir
 
 
 def _embedder(model, arch: str):
@@ -33,7 +32,7 @@ def _embedder(model, arch: str):
 def extract_features(data_dir, df, weights=None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     if weights:
         model, meta = load_checkpoint(weights)
-        arch, pre, tag = meta["arch"], meta["preprocessing"], hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
+        arch, pre, tag = meta["arch"], meta["preprocessing"], sha256_file(weights)[:12]
     else:
         arch, pre, tag = "efficientnet_lite0", preprocessing("efficientnet_lite0"), "imagenet-lite0"
         model = build_model(arch, num_classes=1000, pretrained=True)
@@ -50,9 +49,5 @@ def extract_features(data_dir, df, weights=None, batch_size: int = 64, progress:
         x = torch.stack([tf(torch.from_numpy(np.array(a))) for a in images[start:start + batch_size]])
         out.append(embed(x.contiguous(memory_format=torch.channels_last)).float().numpy())
     feats = np.concatenate(out).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, feats)
-    tmp.replace(path)
+    atomic_save_npy(path, feats)
     return feats

@@ -51,6 +51,14 @@ def atomic_torch_save(obj, path) -> None:
         torch.save(obj, f)
 
 
+def atomic_save_npy(path, arr) -> None:
+    """np.save atomically (the caches: a killed run must not leave a truncated array that loads)."""
+    import numpy as np
+
+    with atomic_open(path, "wb") as f:
+        np.save(f, arr)
+
+
 def subplots(*args, **kwargs):
     """(figure, axes) without pyplot: no global state, and the caller's backend (a notebook's inline
     plots, a GUI) is left alone, which `matplotlib.use("Agg")` in a library would break."""

@@ -9,7 +9,6 @@ checkpoint so that predict/app/export use exactly what training used.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.errors import UserError
+from pokemon_classifier.fileio import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,7 +100,7 @@ def _check_hash_prefix(path: Path) -> None:
     m = re.search(r"-([0-9a-f]{8,64})\.(pth|pt)$", path.name)
     if not m:
         return
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    h = sha256_file(path)
     if not h.startswith(m.group(1)):
         raise UserError(f"{path}: sha256 {h[:12]}... does not match the hash prefix {m.group(1)} in its name (corrupt or wrong file)")
 

@@ -29,6 +29,7 @@ from pokemon_classifier import pokedex
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.images import load_image
 from pokemon_classifier.presets import eval_transform
+from pokemon_classifier.runtime import DEVICE_HELP
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -62,8 +63,15 @@ class Classifier:
         if backend != "torch":
             raise UserError(f"--backend {backend!r}: choose torch or onnx")
         from pokemon_classifier.models import load_checkpoint
+        from pokemon_classifier.runtime import pick_device
 
+        device = pick_device(device)
         model, meta = load_checkpoint(path, device)
+        return cls.from_model(model, meta, device, threshold)
+
+    @classmethod
+    def from_model(cls, model, meta: dict, device="cpu", threshold: float | None = None) -> "Classifier":
+        """Wrap a loaded torch model (in eval mode, already on `device`) and its checkpoint metadata."""
         model = model.to(memory_format=torch.channels_last)
 
         @torch.inference_mode()
@@ -72,18 +80,15 @@ class Classifier:
 
         return cls(run, meta, threshold, "torch")
 
+    def with_meta(self, **changes) -> "Classifier":
+        """The same network with other metadata, e.g. `preprocessing=` (another crop size) or
+        `temperature=1.0` (raw probabilities, as calibration needs)."""
+        return type(self)(self._run, {**self.meta, **changes}, self.threshold, self.backend)
+
     # ------------------------------------------------------------------ inputs
     def preprocess(self, item) -> torch.Tensor:
         """Path, bytes, PIL image or HxWx3 uint8 array -> normalised (3,H,W) tensor."""
-        if isinstance(item, np.ndarray):
-            from PIL import Image
-
-            if item.ndim == 2:
-                item = np.stack([item] * 3, -1)
-            if item.ndim != 3 or item.shape[2] not in (3, 4):
-                raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
-            item = Image.fromarray(item.astype(np.uint8))
-        return self.transform(load_image(item))
+        return to_tensor(item, self.transform)
 
     def probs(self, batch: torch.Tensor) -> np.ndarray:
         logits = self._run(batch)
@@ -106,28 +111,32 @@ class Classifier:
         ks = [topk] * len(batch) if isinstance(topk, int) else list(topk)
         return [self.result(p, k) for p, k in zip(self.probs(batch), ks)]
 
+    def probs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
+                    desc: str = "predicting") -> tuple[np.ndarray, dict[int, str]]:
+        """Probabilities (N,C) for images (paths, or anything preprocess takes), decoded by DataLoader
+        workers: the one batched path of predict, evaluate, calibrate and soup. An unreadable image's
+        row is NaN and its message is in errors {row: '<file>: <reason>'} (never an exception)."""
+        from torch.utils.data import DataLoader
+
+        ds = _ItemDataset(list(paths), self.transform, int(self.meta["preprocessing"]["size"]))
+        workers = (1 if len(ds) > batch_size else 0) if workers is None else workers
+        out = np.full((len(ds), len(self.class_ids)), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
+        for x, idx, err in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
+            errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
+            if ok.any():
+                out[idx[ok].numpy()] = self.probs(x[ok])
+        return out, errors
+
     def predict(self, item, topk: int = 5) -> dict:
         return self.predict_tensors(self.preprocess(item)[None], topk)[0]
 
     def predict_batch(self, items, topk: int = 5, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """One result per item; unreadable items give {'error': '<file>: <reason>'} instead of raising."""
-        results: list[dict | None] = [None] * len(items)
-        bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress, leave=False)
-        for start in range(0, len(items), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(items))))
-            tensors, ok = [], []
-            for i in chunk:
-                try:
-                    tensors.append(self.preprocess(items[i]))
-                    ok.append(i)
-                except ImageError as e:
-                    results[i] = {"error": str(e)}
-            if tensors:
-                for i, r in zip(ok, self.predict_tensors(torch.stack(tensors), topk)):
-                    results[i] = r
-            bar.update(len(chunk))
-        bar.close()
-        return results  # type: ignore[return-value]
+        probs, errors = self.probs_paths(items, batch_size, progress=progress)
+        return [{"error": errors[i]} if i in errors else self.result(p, topk) for i, p in enumerate(probs)]
 
     # ------------------------------------------------------------------ video
     def predict_video(self, path, fps: float = 2.0, topk: int = 5, batch_size: int = 32) -> dict:
@@ -162,6 +171,35 @@ class Classifier:
             s["probability"] = float(np.mean(s.pop("probs")))
         overall = self.result(p.mean(0), topk)
         return {"frames": len(times), "fps": fps, "segments": segments, "overall": overall}
+
+
+def to_tensor(item, transform) -> torch.Tensor:
+    """Path, bytes, PIL image or HxWx3 uint8 array -> transform(RGB image); ImageError when unusable."""
+    if isinstance(item, np.ndarray):
+        from PIL import Image
+
+        if item.ndim == 2:
+            item = np.stack([item] * 3, -1)
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
+        item = Image.fromarray(item.astype(np.uint8))
+    return transform(load_image(item))
+
+
+class _ItemDataset(torch.utils.data.Dataset):
+    """(tensor, index, error): an unreadable image yields zeros and its message instead of an exception."""
+
+    def __init__(self, paths, transform, size: int):
+        self.paths, self.transform, self.size = paths, transform, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return to_tensor(self.paths[i], self.transform), i, ""
+        except ImageError as e:
+            return torch.zeros(3, self.size, self.size), i, str(e)
 
 
 def iter_video_frames(path, fps: float = 2.0):
@@ -226,7 +264,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threshold", type=float, help="override the checkpoint's 'unknown' threshold (0 disables)")
     p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def main(args) -> int:

@@ -12,11 +12,10 @@ The soup has no temperature or unknown threshold yet: run `calibrate` on it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_torch_save
+from pokemon_classifier.fileio import atomic_torch_save, sha256_file
 from pokemon_classifier.models import read_checkpoint
 
 
@@ -63,14 +62,18 @@ def make_soup(paths, out, data=None, splits=None, greedy: bool = True, batch_siz
     if data is not None:
         from pokemon_classifier.evaluate import evaluate_frame, select
         from pokemon_classifier.models import build_model
+        from pokemon_classifier.predict import Classifier
 
         df = select(data, splits, "val")
-        meta = {"preprocessing": cks[0]["preprocessing"], "class_ids": [int(i) for i in cks[0]["class_ids"]]}
+        # temperature 1: every ingredient and every soup is scored on its raw probabilities
+        meta = {"preprocessing": cks[0]["preprocessing"], "class_ids": [int(i) for i in cks[0]["class_ids"]],
+                "temperature": 1.0}
         model = build_model(cks[0]["arch"], num_classes=len(meta["class_ids"])).eval()
+        clf = Classifier.from_model(model, meta)
 
         def val_of(state):
             model.load_state_dict(state)
-            s = evaluate_frame(model, meta, data, df, batch_size, progress=progress)[0]
+            s = evaluate_frame(clf, data, df, batch_size, progress=progress).summary
             return s["top1"], s["nll"]
 
         scores = [val_of(ck["model"]) for ck in cks]
@@ -89,7 +92,7 @@ def make_soup(paths, out, data=None, splits=None, greedy: bool = True, batch_siz
     soup = {k: v for k, v in cks[chosen[0]].items()
             if k not in ("model", "optimizer", "scheduler", "rng", "temperature", "unknown_threshold", "calibration")}
     soup["model"] = average([cks[i]["model"] for i in chosen])
-    soup["soup"] = [{"path": str(paths[i]), "sha256": hashlib.sha256(paths[i].read_bytes()).hexdigest(),
+    soup["soup"] = [{"path": str(paths[i]), "sha256": sha256_file(paths[i]),
                      "epoch": cks[i].get("epoch"), "args": cks[i].get("args")} for i in chosen]
     if "val_soup" in report:
         soup["metrics"] = {"val_acc": report["val_soup"]["top1"], "val_nll": report["val_soup"]["nll"]}

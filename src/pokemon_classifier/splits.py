@@ -1,6 +1,11 @@
-"""Train/val/test splits where near-duplicates never straddle a boundary.
+"""Stratified train/val/test split where near-duplicate groups never straddle a boundary.
 
-    pokemon-classifier split data/ [--val 0.15 --test 0.15 --seed 0] [--random]
+    pokemon-classifier split data/
+    pokemon-classifier split data/ --seed 1 --val 0.1 --test 0.2
+    pokemon-classifier split data/ --random --out data/splits_random.csv
+
+Writes splits.csv (img_name, split) and prints a leak report: val/test images with a
+near-duplicate in train (0 for this split; --random shows the original project's leak).
 
 Group-aware: every near-duplicate group (dedup.py) lands wholly in one split, stratified by class
 (a group counts for its majority class). `--random` reproduces the original project's leaky split
@@ -95,25 +100,34 @@ def _check_fractions(val: float, test: float) -> None:
         raise UserError(f"--val {val} and --test {test} must be fractions with val + test < 1")
 
 
-def leak_report(groups: pd.DataFrame, split: pd.Series) -> dict:
-    """Per split: images whose near-duplicate group has a member in train."""
+def duplicate_in_train(groups: pd.DataFrame, split: pd.Series) -> np.ndarray:
+    """Per row of `groups`: True when its near-duplicate group has a member in train (train rows
+    themselves are True; callers look at val/test rows)."""
     g = groups.reset_index(drop=True).assign(split=split.to_numpy())
     train_groups = set(g.loc[g["split"] == "train", "group"])
-    rep = {}
-    for s in ("val", "test"):
-        part = g[g["split"] == s]
-        rep[s] = {"n": len(part), "leaked": int(part["group"].isin(train_groups).sum())}
-    return rep
+    return g["group"].isin(train_groups).to_numpy()
+
+
+def leak_report(groups: pd.DataFrame, split: pd.Series) -> dict:
+    """Per split: images whose near-duplicate group has a member in train."""
+    leaked = duplicate_in_train(groups, split)
+    s_ = split.to_numpy()
+    return {s: {"n": int((s_ == s).sum()), "leaked": int(leaked[s_ == s].sum())} for s in ("val", "test")}
 
 
 def format_leak(rep: dict) -> str:
     return "; ".join(f"{s}: {v['leaked']} of {v['n']} images have a near-duplicate in train" for s, v in rep.items())
 
 
+KINDS = {False: "group-aware", True: "random"}
+
+
 def make_splits(groups: pd.DataFrame, val=0.15, test=0.15, seed=0, random=False) -> pd.DataFrame:
+    """img_name, split, kind: the kind ('group-aware' or 'random') travels with the file, so a model
+    trained on it can record which split it really saw."""
     fn = random_split if random else group_split
     split = fn(groups, val, test, seed)
-    return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy()})
+    return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(), "kind": KINDS[random]})
 
 
 def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -148,8 +162,29 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
     path = Path(out) if out else Path(data_dir) / SPLITS_CSV
     atomic_write_csv(path, splits)
     counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
-    kind = "random (leaky, for comparison)" if random else "group-aware"
+    kind = f"{KINDS[random]} (leaky, for comparison)" if random else KINDS[random]
     echo(f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS))
     echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
     echo(f"wrote {path}")
     return splits
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", help="data folder with annotations.csv and images/")
+    p.add_argument("--val", type=float, default=0.15, help="fraction for validation")
+    p.add_argument("--test", type=float, default=0.15, help="fraction for test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random", action="store_true", help="the original leaky random split (for comparison)")
+    p.add_argument("--threshold", type=int, default=None, help="near-duplicate threshold (default: dedup's)")
+    p.add_argument("--out", type=Path, help="output CSV (default: DATA/splits.csv)")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+
+
+def main(args) -> int:
+    if args.threshold is not None:
+        from pokemon_classifier.dedup import check_threshold
+
+        check_threshold(args.threshold)
+    run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,
+        threshold=args.threshold, workers=args.workers)
+    return 0

@@ -1,8 +1,9 @@
 """Train a Pokemon classifier: the original recipe by default, resumable and torchrun-ready.
 
     pokemon-classifier train --data data/ --out runs/mnv3                      # original recipe
-    pokemon-classifier train --data data/ --out runs/lite0 --arch efficientnet_lite0 --pretrained \
+    pokemon-classifier train --data data/ --out runs/lite0 --arch efficientnet_lite0 --pretrained \\
         --img-size 192 --freeze 2 --epochs 12
+    pokemon-classifier train --config configs/shipped.yaml --data data/ --out runs/shipped
     pokemon-classifier train --resume runs/lite0/last.pt                       # after a crash
     torchrun --nproc_per_node=2 -m pokemon_classifier train --data data/ --out runs/ddp
 
@@ -14,10 +15,10 @@ real copy of the weights of the epoch with the lowest validation loss.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import json
-import os
 import platform
 import random
 import time
@@ -38,6 +39,7 @@ from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, subplots
 from pokemon_classifier.models import ARCHS, build_model, freeze_stages, preprocessing, set_frozen_bn_eval
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
+from pokemon_classifier.runtime import DEVICE_HELP, all_sum, init_distributed, loader_workers, local_rank, pick_device  # noqa: F401
 from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
 
 
@@ -72,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
     g.add_argument("--resume", type=Path, help="continue from OUT/last.pt at the next epoch")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
@@ -83,40 +85,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p
-
-
-# ---------------------------------------------------------------- distributed helpers
-
-def init_distributed(device_type: str) -> tuple[int, int, int]:
-    """(rank, world, local_rank); a process group only when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def all_sum(values: list[float], device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
 
 
 # ---------------------------------------------------------------- one epoch
@@ -150,10 +118,13 @@ def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, chan
         step = micro_batch or b
         for s in range(0, b, step):  # gradient accumulation: the mean loss over the whole batch
             xs, ys = x[s:s + step], y[s:s + step]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(xs)
-                loss = criterion(out, ys)
-            (loss * (ys.numel() / b)).backward()
+            # DDP all-reduces gradients in backward(): only once per batch, on its last chunk
+            last = s + step >= b
+            with (contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = model(xs)
+                    loss = criterion(out, ys)
+                (loss * (ys.numel() / b)).backward()
             tot_loss += loss.item() * ys.numel()
             correct += (out.argmax(1) == ys).sum().item()
         optimizer.step()
@@ -218,28 +189,161 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
     atomic_savefig(fig, path, dpi=90)
 
 
-def _load_config(args) -> None:
-    if not args.config:
-        return
+
+# ---------------------------------------------------------------- options
+
+PATH_OPTIONS = ("data", "out", "splits", "config", "resume")
+
+
+def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
+    """The YAML file's keys as parser defaults (timm's way): applied before parsing, so any flag on
+    the command line wins, even one that equals its default."""
     import yaml
 
-    if not args.config.is_file():
-        raise UserError(f"{args.config}: config file not found")
-    cfg = yaml.safe_load(args.config.read_text()) or {}
-    defaults = vars(get_args_parser().parse_args([]))
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected `option: value` lines")
+    actions = {a.dest: a for a in parser._actions}
+    out = {}
     for k, v in cfg.items():
-        k = k.replace("-", "_")
-        if k not in defaults:
-            raise UserError(f"{args.config}: unknown option {k!r}")
-        if getattr(args, k) == defaults[k]:  # a flag given on the command line wins
-            setattr(args, k, Path(v) if k in ("data", "out", "splits") and v else v)
+        k = str(k).replace("-", "_")
+        if k not in actions or k in ("help", "config"):
+            raise UserError(f"{path}: unknown option {k!r}")
+        if actions[k].choices is not None and v not in actions[k].choices:
+            raise UserError(f"{path}: {k}: {v!r} is not one of {', '.join(map(str, actions[k].choices))}")
+        out[k] = Path(v) if k in PATH_OPTIONS and v else v
+    return out
 
 
-def prepare_splits(args, df: pd.DataFrame, rank: int) -> pd.DataFrame:
-    """img_name -> split, from --splits, DATA/splits.csv, or a fresh group-aware split into OUT."""
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse once to find --config, make its keys the defaults, parse again."""
+    parser = parser or get_args_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        parser.set_defaults(**config_defaults(args.config, parser))
+        args = parser.parse_args(argv)
+    return args
+
+
+# ---------------------------------------------------------------- checkpoints
+
+CHECKPOINT_VERSION = 2  # 2: "epoch" counts epochs completed in best.pt and last.pt alike; full rng state
+
+
+def epochs_completed(ck: dict) -> int:
+    """Epochs a checkpoint had trained. Version-1 last.pt files stored the 0-based index of the epoch
+    just finished (their best.pt was already 1-based)."""
+    epoch = int(ck["epoch"])
+    return epoch + 1 if ck.get("version", 1) < 2 and "optimizer" in ck else epoch
+
+
+def rng_state() -> dict:
+    """Every generator an epoch draws from, in types that load with weights_only=True."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+             "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_gauss": float(gauss),
+             "python": [int(version), list(internal), gauss_next]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what rng_state() saved (version-1 files have the torch state and numpy's keys only)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state.get("numpy_pos", 624)),
+                         int(state.get("numpy_has_gauss", 0)), float(state.get("numpy_gauss", 0.0))))
+    if "python" in state:
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointSaver:
+    """Writes best.pt (weights of the lowest validation loss, a real copy) and last.pt (everything a
+    --resume needs) after each epoch; modelled on timm's CheckpointSaver. Only rank 0 writes."""
+
+    def __init__(self, out: Path, model, optimizer, scheduler, meta: dict, write: bool = True,
+                 best_loss: float = float("inf"), history: list | None = None):
+        self.out, self.model, self.optimizer, self.scheduler = Path(out), model, optimizer, scheduler
+        self.meta, self.write = meta, write
+        self.best_loss, self.history = best_loss, list(history or [])
+
+    def _ck(self, state, metrics: dict, epochs: int) -> dict:
+        return {"version": CHECKPOINT_VERSION, "model": state, **self.meta, "metrics": metrics, "epoch": epochs}
+
+    def update(self, metrics: dict) -> bool:
+        """Record one finished epoch (metrics["epoch"] is 1-based); returns whether it is the new best."""
+        self.history.append(metrics)
+        epochs = int(metrics["epoch"])
+        improved = metrics["val_loss"] < self.best_loss
+        if improved:
+            self.best_loss = metrics["val_loss"]
+        if not self.write:
+            return improved
+        if improved:
+            # a real copy: the original stored model.state_dict() by reference, so its "best" was the last epoch
+            best = copy.deepcopy(self.model.state_dict())
+            atomic_torch_save(self._ck(best, dict(metrics), epochs), self.out / "best.pt")
+        last = self._ck(self.model.state_dict(), metrics, epochs)
+        last.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    best_val_loss=self.best_loss, history=self.history, rng=rng_state())
+        atomic_torch_save(last, self.out / "last.pt")
+        hist = pd.DataFrame(self.history)
+        atomic_write_csv(self.out / "metrics.csv", hist)
+        plot_curves(hist, self.out / "curves.png")
+        return improved
+
+
+# ---------------------------------------------------------------- set-up
+
+def load_resume(args) -> dict | None:
+    """The last.pt of --resume, with the run's own recipe copied into `args` (only run-time options
+    and a longer --epochs may change). Raises before any data is loaded when nothing is left to do."""
+    if not args.resume:
+        return None
+    if not args.resume.is_file():
+        raise UserError(f"--resume {args.resume}: file not found")
+    ck = torch.load(args.resume, map_location="cpu", weights_only=True)
+    if "optimizer" not in ck:
+        raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
+    keep = {"resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"}
+    if args.epochs is not None:
+        keep.add("epochs")
+    if args.out is None:  # the run goes on where its last.pt is now (the folder may have been moved)
+        args.out = args.resume.parent
+    keep.add("out")
+    for k, v in ck["args"].items():
+        if k not in keep:
+            setattr(args, k, Path(v) if k in PATH_OPTIONS and v else v)
+    done = epochs_completed(ck)
+    if done >= (args.epochs or 25):
+        raise UserError(f"--resume {args.resume}: the run already finished its {done} epochs; "
+                        f"pass --epochs N (N > {done}) to train on")
+    return ck
+
+
+def split_kind(path: Path) -> str:
+    """What a splits.csv is: its `kind` column (written by `split`), else 'unknown'."""
+    kinds = pd.read_csv(path, usecols=lambda c: c == "kind", dtype=str)
+    if "kind" in kinds.columns and kinds["kind"].nunique() == 1:
+        return str(kinds["kind"].iloc[0])
+    return "unknown"
+
+
+def prepare_splits(args, df: pd.DataFrame, rank: int) -> tuple[pd.DataFrame, Path]:
+    """(img_name -> split, the file it came from): --splits, DATA/splits.csv, or a fresh group-aware split into OUT."""
     path = args.splits or (args.data / SPLITS_CSV)
     if path.is_file():
-        return read_splits(path, df)
+        return read_splits(path, df), path
     if args.splits:
         raise UserError(f"{args.splits}: splits file not found")
     out = args.out / SPLITS_CSV
@@ -251,35 +355,42 @@ def prepare_splits(args, df: pd.DataFrame, rank: int) -> pd.DataFrame:
         print(f"no {path}: made a group-aware split into {out}")
     if dist.is_initialized():
         dist.barrier()
-    return read_splits(out, df)
+    return read_splits(out, df), out
 
 
-def main(args) -> int:
-    _load_config(args)
-    resume_ck = None
-    if args.resume:
-        if not args.resume.is_file():
-            raise UserError(f"--resume {args.resume}: file not found")
-        resume_ck = torch.load(args.resume, map_location="cpu", weights_only=True)
-        if "optimizer" not in resume_ck:
-            raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
-        saved = resume_ck["args"]
-        # the run continues with its own recipe; only run-time options (and a longer --epochs) may change
-        keep = {"resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"}
-        if args.epochs is not None:
-            keep.add("epochs")
-        if args.out is None:  # the run goes on where its last.pt is now (the folder may have been moved)
-            args.out = args.resume.parent
-        keep.add("out")
-        for k, v in saved.items():
-            if k not in keep:
-                setattr(args, k, Path(v) if k in ("data", "out", "splits", "config") and v else v)
+def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int, world: int, device):
+    """(train loader, val loader, per-epoch reseeding function, train count, val count, workers)."""
+    tr = np.flatnonzero(split == "train")
+    va = np.flatnonzero(split == "val")
+    if len(tr) == 0 or len(va) == 0:
+        raise UserError(f"{args.data}: need train and val images (got {len(tr)} train, {len(va)} val)")
+    train_ds = TensorDataset8(images[tr], labels[tr], train_transform(pre, args.augment))
+    va_shard = va[rank::world]  # no padding: reduced sums are exact
+    val_ds = TensorDataset8(images[va_shard], labels[va_shard], eval_tensor_transform(pre))
+    workers = args.workers if args.workers is not None else loader_workers()
+    if world > 1:
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    else:
+        sampler = RandomSampler(train_ds, generator=torch.Generator())
+    loader_gen = torch.Generator()
+    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
+                              pin_memory=device.type == "cuda", drop_last=False, generator=loader_gen,
+                              persistent_workers=False)
+    val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=workers)
+
+    def reseed(epoch: int) -> None:  # data order and worker seeds depend only on (seed, epoch)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(args.seed * 7919 + epoch)
+        loader_gen.manual_seed(args.seed * 104_729 + epoch)
+
+    return train_loader, val_loader, reseed, len(tr), len(va), workers
+
+
+def check_args(args) -> None:
     if args.epochs is None:
         args.epochs = 25
-    if resume_ck and int(resume_ck["epoch"]) + 1 >= args.epochs:  # before any data is loaded
-        done = int(resume_ck["epoch"]) + 1
-        raise UserError(f"--resume {args.resume}: the run already finished its {done} epochs; "
-                        f"pass --epochs N (N > {done}) to train on")
     if not args.data:
         raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
     if not args.out:
@@ -288,11 +399,18 @@ def main(args) -> int:
         raise UserError("--epochs, --batch-size and --lr must be positive")
     if args.weights_file:
         args.pretrained = True
+
+
+# ---------------------------------------------------------------- main
+
+def main(args) -> int:
+    resume_ck = load_resume(args)
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    rank, world, local_rank = init_distributed(device.type)
+    device = pick_device(args.device, local_rank())
+    rank, world, _ = init_distributed(device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     amp = device.type == "cuda"
@@ -303,7 +421,7 @@ def main(args) -> int:
             stale.unlink(missing_ok=True)
 
     df = read_annotations(args.data)
-    splits = prepare_splits(args, df, rank)
+    splits, splits_path = prepare_splits(args, df, rank)
     df = df.merge(splits, on="img_name", how="left")
     pre = preprocessing(args.arch, args.img_size)
     class_ids = list(pokedex.IDS)
@@ -316,24 +434,8 @@ def main(args) -> int:
         if rank != 0:
             images = build_cache(args.data, df, pre, progress=False)
     labels = df["pokemon_id"].to_numpy() - 1
-    tr = np.flatnonzero(df["split"].to_numpy() == "train")
-    va = np.flatnonzero(df["split"].to_numpy() == "val")
-    if len(tr) == 0 or len(va) == 0:
-        raise UserError(f"{args.data}: need train and val images (got {len(tr)} train, {len(va)} val)")
-    train_ds = TensorDataset8(images[tr], labels[tr], train_transform(pre, args.augment))
-    va_shard = va[rank::world]  # no padding: reduced sums are exact
-    val_ds = TensorDataset8(images[va_shard], labels[va_shard], eval_tensor_transform(pre))
-
-    workers = args.workers if args.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 2) // 2))
-    if world > 1:
-        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    else:
-        sampler = RandomSampler(train_ds, generator=torch.Generator())
-    loader_gen = torch.Generator()
-    train_loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
-                              pin_memory=device.type == "cuda", drop_last=False, generator=loader_gen,
-                              persistent_workers=False)
-    val_loader = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=workers)
+    train_loader, val_loader, reseed, n_tr, n_va, workers = build_loaders(
+        args, images, labels, df["split"].to_numpy(), pre, rank, world, device)
 
     torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
     model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
@@ -346,46 +448,35 @@ def main(args) -> int:
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
-
     micro = args.micro_batch if args.micro_batch is not None else (16 if device.type == "cpu" else None)
     if micro is not None and micro <= 0:
         micro = None
-    start_epoch, best_loss, history = 0, float("inf"), []
-    best_state, best_metrics = None, None
+
+    meta = {"arch": args.arch, "class_ids": class_ids, "names": [pokedex.name(i) for i in class_ids],
+            "preprocessing": pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, df),
+            "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
+    saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
+    start_epoch = 0
     if resume_ck:
         model.load_state_dict(resume_ck["model"])
         optimizer.load_state_dict(resume_ck["optimizer"])
         scheduler.load_state_dict(resume_ck["scheduler"])
-        start_epoch = int(resume_ck["epoch"]) + 1
-        best_loss = float(resume_ck.get("best_val_loss", float("inf")))
-        history = list(resume_ck.get("history", []))
+        if "rng" in resume_ck:
+            set_rng_state(resume_ck["rng"])
+        start_epoch = epochs_completed(resume_ck)
+        saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
+        saver.history = list(resume_ck.get("history", []))
         if rank == 0:
             print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
-    data_fp = fingerprint(args.data, df)
     if rank == 0:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.2f}M frozen) on {device} x{world}; "
-              f"{len(tr)} train / {len(va)} val images at {pre['size']}px; augment {args.augment}; "
+              f"{n_tr} train / {n_va} val images at {pre['size']}px; augment {args.augment}; "
               f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}")
 
-    def checkpoint(state, metrics, epoch, full: bool) -> dict:
-        ck = {"model": state, "arch": args.arch, "class_ids": class_ids,
-              "names": [pokedex.name(i) for i in class_ids], "preprocessing": pre, "metrics": metrics,
-              "epoch": epoch, "args": _plain(vars(args)), "data_fingerprint": data_fp,
-              "versions": library_versions(), "split": "group-aware" if not args.splits else str(args.splits)}
-        if full:
-            ck.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      best_val_loss=best_loss, history=history,
-                      rng={"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np.random.get_state()[1].astype(np.int64))})
-        return ck
-
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(start_epoch, args.epochs):  # 0-based index; checkpoints count epochs completed
         seed_epoch(args.seed, epoch, rank)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        else:
-            sampler.generator.manual_seed(args.seed * 7919 + epoch)
-        loader_gen.manual_seed(args.seed * 104_729 + epoch)
+        reseed(epoch)
         lr = optimizer.param_groups[0]["lr"]
         m = train_one_epoch(net, train_loader, criterion, optimizer, device, amp, args.channels_last,
                             progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
@@ -393,20 +484,8 @@ def main(args) -> int:
         m.update(evaluate(net, val_loader, criterion, device, amp, args.channels_last, progress))
         scheduler.step()
         m = {"epoch": epoch + 1, "lr": lr, **m}
-        history.append(m)
-        improved = m["val_loss"] < best_loss
-        if improved:
-            best_loss = m["val_loss"]
-            # a real copy: the original stored model.state_dict() by reference, so its "best" was the last epoch
-            best_state = copy.deepcopy(model.state_dict())
-            best_metrics = dict(m)
+        improved = saver.update(m)
         if rank == 0:
-            if improved:
-                atomic_torch_save(checkpoint(best_state, best_metrics, epoch + 1, full=False), args.out / "best.pt")
-            atomic_torch_save(checkpoint(model.state_dict(), m, epoch, full=True), args.out / "last.pt")
-            hist = pd.DataFrame(history)
-            atomic_write_csv(args.out / "metrics.csv", hist)
-            plot_curves(hist, args.out / "curves.png")
             print(f"epoch {epoch + 1}/{args.epochs}: train loss {m['train_loss']:.3f} acc {m['train_acc']:.3f} | "
                   f"val loss {m['val_loss']:.3f} acc {m['val_acc']:.3f} | lr {lr:.2e} | "
                   f"{m['train_seconds']:.0f}s {m['img_per_s']:.1f} img/s" + (" *best*" if improved else ""),

@@ -1,0 +1,35 @@
+"""pokemon-classifier annotate: scan DATA/images/<name><NNN>.<ext>, decode every image once, write DATA/annotations.csv.
+
+examples:
+  pokemon-classifier annotate data/
+  pokemon-classifier annotate data/ --min-per-class 30
+  pokemon-classifier annotate --from-folders PokemonData/ --out data/    # Kaggle class-per-folder tree
+
+The work is in annotations.py; this module is only the subcommand.
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", nargs="?", help="data folder holding images/")
+    p.add_argument("--from-folders", metavar="SRC", help="import SRC/<Pokemon>/*.jpg into --out first")
+    p.add_argument("--out", help="destination data folder for --from-folders")
+    p.add_argument("--min-per-class", type=int, default=15, help="warn for classes with fewer images")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+
+
+def main(args) -> int:
+    from pokemon_classifier import annotations
+    from pokemon_classifier.errors import UserError
+
+    if args.from_folders:
+        out = args.out or args.data
+        if not out:
+            raise UserError("--from-folders needs --out DATA (the folder to create)")
+        annotations.import_from_folders(args.from_folders, out, workers=args.workers)
+        return 0
+    if not args.data:
+        raise UserError("give the data folder: pokemon-classifier annotate DATA")
+    annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
+    return 0

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.fans import fan_router, localize
 
 MAX_UPLOAD = 10 * 1024 * 1024
 
@@ -38,10 +39,12 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastAPI:
+def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, artwork_url: str | None = None,
+               collect_dir=None) -> FastAPI:
     app = FastAPI(title="pokemon-classifier", docs_url="/api/docs", openapi_url="/api/openapi.json")
     lock = threading.Lock()  # one inference at a time: torch already uses every core
     page = resources.files("pokemon_classifier").joinpath("static/index.html").read_text(encoding="utf-8")
+    app.include_router(fan_router(max_upload=max_upload, artwork_url=artwork_url, collect_dir=collect_dir))
 
     def too_large():
         return JSONResponse({"error": f"upload larger than {max_upload // (1024 * 1024)} MB"}, status_code=413)
@@ -78,7 +81,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
                 "classes": len(classifier.class_ids), "unknown_threshold": classifier.threshold}
 
     @app.post("/api/predict")
-    async def predict(file: UploadFile | None = None, k: int = topk):
+    async def predict(request: Request, file: UploadFile | None = None, k: int = topk, lang: str | None = None):
         data = await read_upload(file, "image")
         if isinstance(data, JSONResponse):
             return data
@@ -88,10 +91,11 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
             return JSONResponse({"error": "not a readable image: " + str(e).split(": ", 1)[-1]}, status_code=400)
         with lock:
             result = classifier.predict_tensors(x[None], clamp_k(k))[0]
-        return result
+        return localize(result, request, lang)
 
     @app.post("/api/predict_video")
-    async def predict_video(file: UploadFile | None = None, fps: float = 2.0, k: int = topk):
+    async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = topk,
+                            lang: str | None = None):
         data = await read_upload(file, "video")
         if isinstance(data, JSONResponse):
             return data
@@ -104,7 +108,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
                     r = classifier.predict_video(path, fps=fps, topk=clamp_k(k))
             except (ImageError, UserError) as e:
                 return JSONResponse({"error": "not a readable video: " + str(e).split(": ", 1)[-1]}, status_code=400)
-        return r
+        return localize(r, request, lang)
 
     return app
 
@@ -112,10 +116,17 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5) -> FastA
 def add_arguments(p) -> None:
     p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="0.0.0.0 serves phones and other machines on your network (the webcam then needs --https)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
     p.add_argument("--max-upload-mb", type=float, default=10)
+    p.add_argument("--https", action="store_true", help="serve https with a self-signed certificate made at start "
+                   "(browsers allow the webcam only on https or localhost)")
+    p.add_argument("--artwork-url", metavar="TEMPLATE", help="picture of the predicted Pokemon, e.g. "
+                   "'https://example.org/art/{dex_id}.png' ({dex_id}, {dex3} = 025, {name} = pikachu)")
+    p.add_argument("--collect", metavar="DIR", help="keep pictures users correct ('Wrong? Pick the right one') "
+                   "in DIR as images/<name><NNN>.<ext> + annotations.csv")
 
 
 def main(args) -> int:
@@ -124,7 +135,10 @@ def main(args) -> int:
     from pokemon_classifier.predict import Classifier
 
     clf = Classifier.load(args.weights, backend=args.backend, threshold=args.threshold)
-    app = create_app(clf, int(args.max_upload_mb * 1024 * 1024))
-    print(f"serving on http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(clf, int(args.max_upload_mb * 1024 * 1024), artwork_url=args.artwork_url, collect_dir=args.collect)
+    from pokemon_classifier.certs import uvicorn_tls
+
+    with uvicorn_tls(args.https, args.host) as tls:
+        print(f"serving on http{'s' if tls else ''}://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **tls)
     return 0

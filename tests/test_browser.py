@@ -239,3 +239,36 @@ def test_phone_viewport(browser, served, tmp_path):
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     assert (tmp_path / "phone.png").stat().st_size > 5000
     page.context.close()
+
+
+def test_video_verdict_with_pokemon_list_and_headline(browser, served):
+    """The fields another part of the app adds later (`pokemon`, `headline`) are shown when present."""
+    import json
+
+    body = {"frames": 6, "fps": 2.0, "lang": "de", "headline": "Pikachu, dann Glurak",
+            "overall": pokedex.localize_result({"dex_id": 25, "name": "Pikachu", "probability": 0.6, "unknown": False,
+                                                "topk": [{"dex_id": 25, "name": "Pikachu", "probability": 0.6}]}, "de"),
+            "segments": pokedex.localize_video({"segments": [
+                {"start": 0.0, "end": 1.5, "name": "Pikachu", "dex_id": 25, "probability": 0.9},
+                {"start": 1.5, "end": 3.0, "name": "Charizard", "dex_id": 6, "probability": 0.8}]}, "de")["segments"],
+            "pokemon": pokedex.localize_video({"pokemon": [
+                {"name": "Pikachu", "dex_id": 25, "ranges": [[0.0, 1.5]], "probability": 0.9},
+                {"name": "Charizard", "dex_id": 6, "ranges": [[1.5, 3.0], [4.0, 5.0]], "probability": 0.8}]}, "de")["pokemon"]}
+    page = _open(browser, served, locale="de-DE")
+    seen = []
+
+    def answer(route):
+        seen.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/api/predict_video*", answer)
+    clip = served["root"] / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
+    page.set_input_files("#video", str(clip))
+    page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
+    assert "lang=de" in seen[0]
+    assert page.inner_text("#headline") == "Pikachu, dann Glurak"
+    text = page.inner_text("#timeline")
+    assert "Glurak #006" in text and "1.5–3.0 s, 4.0–5.0 s" in text and "80.0%" in text
+    assert page.inner_text("#note").startswith("6 Bilder")
+    page.context.close()

@@ -170,3 +170,16 @@ def test_pokedex_list():
     rows = pokedex.pokedex_list("ko")
     assert [r["dex_id"] for r in rows] == list(pokedex.IDS) and rows[24]["display_name"] == "피카츄"
     assert rows[121]["name"] == "Mr. Mime"
+
+
+def test_package_data_globs_ship_every_facts_file():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pokemon_classifier"]
+    files = sorted((root / "src" / "pokemon_classifier" / "pokedex_data").iterdir())
+    assert {"names.csv", "types.csv", "type_names.csv", "LICENSE-PokeAPI.md"} <= {f.name for f in files}
+    for f in files:
+        assert any(fnmatch.fnmatch(f"pokedex_data/{f.name}", g) for g in globs), f.name

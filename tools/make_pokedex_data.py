@@ -4,7 +4,7 @@
     python tools/make_pokedex_data.py --src /path/to/pokedex --out src/pokemon_classifier/pokedex_data
 
 Keeps ids 1..151 and the types they use, sorted, validated (every id has a name in every language,
-one or two types); copies the licence notice beside them. tests/test_pokedex.py checks that the
+one or two types); copies the licence notice and the source description beside them. tests/test_pokedex.py checks that the
 shipped files equal this script's output whenever the shared folder exists.
 """
 
@@ -73,6 +73,7 @@ def build(src: Path) -> dict[str, str]:
         "types.csv": _csv(["dex_id", "slot", "type"], ([r["dex_id"], r["slot"], r["type"]] for r in types)),
         "type_names.csv": _csv(["type", "lang", "name"], ([r["type"], r["lang"], r["name"]] for r in tnames)),
         LICENCE: (src / LICENCE).read_text(encoding="utf-8"),
+        "SOURCES.md": (src / "SOURCES.md").read_text(encoding="utf-8"),
     }
 
 

@@ -25,7 +25,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--use-fake-ui-for-media-stream"]
 # A picture made here (no network, no shared data) stands in for the artwork a --artwork-url would give.
 ART = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='96' height='96'>"
-       "<circle cx='48' cy='48' r='40' fill='gold'/><text x='30' y='55'>{dex3}</text></svg>")
+       "<circle cx='48' cy='48' r='40' fill='gold'/><text x='10' y='55'>{dex3} {name}</text></svg>")
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,8 @@ def test_artwork_when_it_loads_type_colours_when_not(browser, served):
     page = _open(browser, served)
     _upload(page, served)
     page.wait_for_function("!document.getElementById('art').hidden && document.getElementById('art').naturalWidth > 0")
+    dex = served["expected"]["dex_id"]
+    assert f">{dex:03d} {pokedex.name(dex)}<" in page.get_attribute("#art", "src")  # {dex3} and {name} filled in
     page.evaluate("cfg.artwork_url = 'http://127.0.0.1:9/{dex_id}.png'")  # nothing listens there
     page.set_input_files("#file", str(served["pic"]))
     page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=20000)

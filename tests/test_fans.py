@@ -90,7 +90,9 @@ def test_pokedex_and_config_endpoints(clf):
     c = TestClient(create_app(clf, artwork_url="https://example.org/{dex_id}.png"))
     d = c.get("/api/pokedex", params={"lang": "zh-TW"}).json()
     assert d["lang"] == "zh-Hant" and len(d["pokemon"]) == 151
-    assert d["pokemon"][0] == {"name": "Bulbasaur", **pokedex.facts(1, "zh-Hant")}
+    assert d["pokemon"][0] == {"name": "Bulbasaur", "slug": "bulbasaur", **pokedex.facts(1, "zh-Hant")}
+    assert [p["slug"] for p in d["pokemon"][28:29] + d["pokemon"][82:83] + d["pokemon"][121:122]] == \
+        ["nidoran-f", "farfetchd", "mr-mime"]
     assert c.get("/api/pokedex", headers={"Accept-Language": "de-CH"}).json()["pokemon"][121]["display_name"] == "Pantimos"
     cfg = c.get("/api/config", headers={"Accept-Language": "es-MX"}).json()
     assert cfg == {"lang": "es-419", "languages": pokedex.LANGUAGES, "artwork_url": "https://example.org/{dex_id}.png",

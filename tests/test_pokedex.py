@@ -169,7 +169,7 @@ def test_localize_video_covers_overall_segments_and_pokemon():
 def test_pokedex_list():
     rows = pokedex.pokedex_list("ko")
     assert [r["dex_id"] for r in rows] == list(pokedex.IDS) and rows[24]["display_name"] == "피카츄"
-    assert rows[121]["name"] == "Mr. Mime"
+    assert rows[121]["name"] == "Mr. Mime" and rows[121]["slug"] == "mr-mime"
 
 
 def test_package_data_globs_ship_every_facts_file():

@@ -266,5 +266,6 @@ def localize_video(result: dict, lang: str = DEFAULT_LANGUAGE) -> dict:
 
 
 def pokedex_list(lang: str = DEFAULT_LANGUAGE) -> list[dict]:
-    """All 151 with their facts in `lang`, in dex order (the page's 'pick the right one' list)."""
-    return [{"name": display_name(i), **facts(i, lang)} for i in IDS]
+    """All 151 with their facts in `lang`, in dex order (the page's 'pick the right one' list);
+    `slug` is the PokéAPI name ('mr-mime'), for `serve --artwork-url` templates with {name}."""
+    return [{"name": display_name(i), "slug": name(i), **facts(i, lang)} for i in IDS]

@@ -118,3 +118,20 @@ def test_self_signed_certificate_loads_and_names_localhost(tmp_path):
         made = Path(kw["ssl_certfile"])
         assert made.is_file() and Path(kw["ssl_keyfile"]).is_file()
     assert not made.exists()  # removed at shutdown
+
+
+def test_https_key_is_removed_when_the_server_is_terminated():
+    """uvicorn re-raises the SIGTERM it handled; the private key must still be deleted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import signal; from pokemon_classifier.certs import uvicorn_tls\n"
+            "with uvicorn_tls(True, '127.0.0.1') as kw:\n"
+            "    print(kw['ssl_keyfile'], flush=True); signal.raise_signal(signal.SIGTERM)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "PYTHONPATH": src})
+    key = Path(r.stdout.strip())
+    assert r.returncode == 128 + 15 and key.name == "key.pem", r.stderr
+    assert not key.parent.exists()

@@ -79,6 +79,20 @@ def uvicorn_tls(enabled: bool, host: str | None = None):
     if not enabled:
         yield {}
         return
-    with tempfile.TemporaryDirectory(prefix="pokemon-tls-") as d:
-        cert, key = make_self_signed(d, host)
-        yield {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    import signal
+    import threading
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    # uvicorn re-raises the SIGTERM it caught after its graceful shutdown; by default that kills the
+    # process before this `with` can remove the private key, so turn it into SystemExit meanwhile.
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _exit) if main else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="pokemon-tls-") as d:
+            cert, key = make_self_signed(d, host)
+            yield {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)

@@ -29,6 +29,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pokemon_classifier.fans import fan_router, localize
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.serving import (Batcher, CappedBody, CatchAll, LimitExceeded, frame_chunks,
                                         full_probabilities, video_frames, video_summary)
@@ -52,7 +53,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batch: int = 32,
                max_wait_ms: float = 10.0, max_video_seconds: float = 300.0, max_video_frames: int = 1200,
-               decode_threads: int | None = None) -> FastAPI:
+               decode_threads: int | None = None, artwork_url: str | None = None, collect_dir=None) -> FastAPI:
     batcher = Batcher(classifier, max_batch, max_wait_ms)
     decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
     video_pool = ThreadPoolExecutor(1, thread_name_prefix="video")  # one video decoded at a time
@@ -70,6 +71,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
     app = FastAPI(title="pokemon-classifier", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.state.batcher = batcher
+    app.include_router(fan_router(max_upload=max_upload, artwork_url=artwork_url, collect_dir=collect_dir))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, exc: RequestValidationError):
@@ -107,7 +109,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
                 "max_video_frames": max_video_frames}
 
     @app.post("/api/predict")
-    async def predict(request: Request, file: UploadFile | None = None, k: int = topk):
+    async def predict(request: Request, file: UploadFile | None = None, k: int = topk, lang: str | None = None):
         data = await read_upload(request, file, "image")
         if isinstance(data, JSONResponse):
             return data
@@ -118,10 +120,11 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
                 fut = batcher.submit(x[None], [clamp_k(k)])
         except ImageError as e:
             return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
-        return (await asyncio.wrap_future(fut))[0]
+        return localize((await asyncio.wrap_future(fut))[0], request, lang)
 
     @app.post("/api/predict_video")
-    async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = topk):
+    async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = topk,
+                            lang: str | None = None):
         if not (math.isfinite(fps) and fps > 0):
             return _error(400, f"fps must be a positive number, got {fps}")
         data = await read_upload(request, file, "video")
@@ -150,7 +153,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
             video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
         if not times:
             return _error(400, "not a readable video: no frames could be decoded")
-        return video_summary(classifier, times, np.stack(rows), fps, clamp_k(k))
+        return localize(video_summary(classifier, times, np.stack(rows), fps, clamp_k(k)), request, lang)
 
     try:
         from fastapi.staticfiles import StaticFiles
@@ -177,7 +180,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--threads", type=int, help="torch / ONNX Runtime threads for inference (default: all cores)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="0.0.0.0 serves phones and other machines on your network (the webcam then needs --https)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
     p.add_argument("--max-upload-mb", type=float, default=10)
@@ -185,6 +189,12 @@ def add_arguments(p) -> None:
     p.add_argument("--max-wait-ms", type=float, default=10, help="longest wait for a batch to fill")
     p.add_argument("--max-video-seconds", type=float, default=300)
     p.add_argument("--max-video-frames", type=int, default=1200, help="most frames sampled from one video")
+    p.add_argument("--https", action="store_true", help="serve https with a self-signed certificate made at start "
+                   "(browsers allow the webcam only on https or localhost)")
+    p.add_argument("--artwork-url", metavar="TEMPLATE", help="picture of the predicted Pokemon, e.g. "
+                   "'https://example.org/art/{dex_id}.png' ({dex_id}, {dex3} = 025, {name} = pikachu)")
+    p.add_argument("--collect", metavar="DIR", help="keep pictures users correct ('Wrong? Pick the right one') "
+                   "in DIR as images/<name><NNN>.<ext> + annotations.csv")
 
 
 def main(args) -> int:
@@ -210,7 +220,10 @@ def main(args) -> int:
                           threads=args.threads)
     app = create_app(clf, int(args.max_upload_mb * 1024 * 1024), max_batch=args.max_batch,
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,
-                     max_video_frames=args.max_video_frames)
-    print(f"serving on http://{args.host}:{sock.getsockname()[1]}  (Ctrl-C to stop)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+                     max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect)
+    from pokemon_classifier.certs import uvicorn_tls
+
+    with uvicorn_tls(args.https, args.host) as tls:
+        print(f"serving on http{'s' if tls else ''}://{args.host}:{sock.getsockname()[1]}  (Ctrl-C to stop)", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", **tls)).run(sockets=[sock])
     return 0

@@ -1,0 +1,207 @@
+"""The fan-facing API: localized verdicts, Accept-Language, /api/pokedex, /api/config, /api/feedback, https."""
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import CLASSES, draw_shape, run_cli, tiny_checkpoint
+from pokemon_classifier import annotations, pokedex
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from pokemon_classifier.app import create_app  # noqa: E402
+from pokemon_classifier.predict import Classifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clf(tmp_path_factory):
+    return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt", 64, unknown_threshold=0.0))
+
+
+def _png(shape="circle", fmt="PNG") -> bytes:
+    b = io.BytesIO()
+    draw_shape(shape, CLASSES[1][1]).save(b, fmt)
+    return b.getvalue()
+
+
+def _predict(c, **kw):
+    r = c.post("/api/predict", files={"file": ("x.png", _png(), "image/png")}, **kw)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_predict_is_a_localized_superset(clf):
+    c = TestClient(create_app(clf))
+    plain = clf.predict(_png())
+    body = _predict(c, params={"lang": "de"})
+    for key in ("dex_id", "name", "probability", "unknown", "topk"):
+        assert key in body
+    assert body["name"] == plain["name"] and body["dex_id"] == plain["dex_id"] and body["lang"] == "de"
+    want = pokedex.facts(body["dex_id"], "de")
+    assert body["display_name"] == want["display_name"] and body["genus"] == want["genus"]
+    assert body["english_name"] == pokedex.localized_name(body["dex_id"], "en")
+    assert body["types"] == want["types"] and body["types"][0]["name"] == pokedex.type_name(body["types"][0]["id"], "de")
+    for t, p in zip(body["topk"], plain["topk"]):
+        assert t["dex_id"] == p["dex_id"] and t["display_name"] == pokedex.localized_name(t["dex_id"], "de")
+
+
+@pytest.mark.parametrize("header,query,want", [
+    ("ja-JP,ja;q=0.9", None, "ja"), ("zh-TW", None, "zh-Hant"), ("zh-CN,zh;q=0.9", None, "zh-Hans"),
+    ("pt-BR,pt;q=0.9", None, "en"), ("pt-BR, ko;q=0.5", None, "ko"), ("de", "fr", "fr"), ("de", "xx", "de"),
+    (None, None, "en"),
+])
+def test_accept_language_and_lang_query(clf, header, query, want):
+    c = TestClient(create_app(clf))
+    headers = {"Accept-Language": header} if header else {}
+    body = _predict(c, headers=headers, params={"lang": query} if query else {})
+    assert body["lang"] == want
+    assert body["topk"][0]["display_name"] == pokedex.localized_name(body["topk"][0]["dex_id"], want)
+
+
+def test_unknown_verdict_has_no_facts_but_localized_guesses(tmp_path):
+    clf = Classifier.load(tiny_checkpoint(tmp_path / "u.pt", 64, unknown_threshold=0.99))
+    body = _predict(TestClient(create_app(clf)), params={"lang": "ko"})
+    assert body["unknown"] and body["dex_id"] is None and body["display_name"] is None and body["types"] == []
+    assert body["topk"][0]["display_name"] == pokedex.localized_name(body["topk"][0]["dex_id"], "ko")
+
+
+def test_video_is_localized(clf, tmp_path):
+    from test_predict import _write_video
+
+    v = tmp_path / "v.mp4"
+    _write_video(v, [CLASSES[1], CLASSES[4]])
+    r = TestClient(create_app(clf)).post("/api/predict_video?fps=2", headers={"Accept-Language": "fr"},
+                                         files={"file": ("v.mp4", v.read_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["lang"] == "fr" and d["frames"] == 4 and d["segments"]
+    o = d["overall"]
+    assert o["display_name"] == pokedex.localized_name(o["dex_id"], "fr")
+    s = d["segments"][0]
+    assert s["display_name"] == pokedex.localized_name(s["dex_id"], "fr") and "start" in s
+
+
+def test_pokedex_and_config_endpoints(clf):
+    c = TestClient(create_app(clf, artwork_url="https://example.org/{dex_id}.png"))
+    d = c.get("/api/pokedex", params={"lang": "zh-TW"}).json()
+    assert d["lang"] == "zh-Hant" and len(d["pokemon"]) == 151
+    assert d["pokemon"][0] == {"name": "Bulbasaur", "slug": "bulbasaur", **pokedex.facts(1, "zh-Hant")}
+    assert [p["slug"] for p in d["pokemon"][28:29] + d["pokemon"][82:83] + d["pokemon"][121:122]] == \
+        ["nidoran-f", "farfetchd", "mr-mime"]
+    assert c.get("/api/pokedex", headers={"Accept-Language": "de-CH"}).json()["pokemon"][121]["display_name"] == "Pantimos"
+    cfg = c.get("/api/config", headers={"Accept-Language": "es-MX"}).json()
+    assert cfg == {"lang": "es-419", "languages": pokedex.LANGUAGES, "artwork_url": "https://example.org/{dex_id}.png",
+                   "collect": False}
+    for tag in ("en", "de", "fr", "es", "it", "ja", "ko", "zh-Hans", "zh-Hant"):
+        assert tag in cfg["languages"]
+
+
+def test_feedback_is_404_without_collect(clf, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = TestClient(create_app(clf))
+    r = c.post("/api/feedback", files={"file": ("x.png", _png(), "image/png")}, data={"dex_id": "25"})
+    assert r.status_code == 404 and "--collect" in r.json()["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_feedback_saves_in_the_data_format(clf, tmp_path):
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    assert c.get("/api/config").json()["collect"] is True
+    r = c.post("/api/feedback", files={"file": ("../../evil.png", _png(fmt="JPEG"), "image/png")}, data={"dex_id": "25"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"saved": "images/pikachu001.jpg", "dex_id": 25, "name": "Pikachu"}
+    assert (col / "images" / "pikachu001.jpg").read_bytes() == _png(fmt="JPEG")
+    assert not (tmp_path / "evil.png").exists()
+    df = annotations.read_annotations(col)
+    assert list(df.img_name) == ["pikachu001.jpg"] and list(df.pokemon_id) == [25]
+
+
+@pytest.mark.parametrize("data,files,code", [
+    ({"dex_id": "0"}, True, 400), ({"dex_id": "152"}, True, 400), ({"dex_id": "pikachu"}, True, 400),
+    ({}, True, 400), ({"dex_id": "25"}, False, 400),
+])
+def test_feedback_bad_requests(clf, tmp_path, data, files, code):
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    kw = {"files": {"file": ("x.png", _png(), "image/png")}} if files else {"files": {"other": ("x", b"x", "text/plain")}}
+    r = c.post("/api/feedback", data=data, **kw)
+    assert r.status_code == code and r.json()["error"]
+    assert not list((col / "images").iterdir()) and not (col / "annotations.csv").exists()
+
+
+def test_feedback_bad_and_oversized_images(clf, tmp_path):
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, max_upload=1000, collect_dir=col))
+    r = c.post("/api/feedback", files={"file": ("x.png", b"<html>hi</html>", "image/png")}, data={"dex_id": "25"})
+    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    r = c.post("/api/feedback", files={"file": ("x.png", b"\x89PNG" + b"\0" * 2000, "image/png")}, data={"dex_id": "25"})
+    assert r.status_code == 413
+    assert not list((col / "images").iterdir()) and not (col / "annotations.csv").exists()
+
+
+def _serve(app, **ssl):
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **ssl))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    return srv, t, port
+
+
+def test_concurrent_feedback_posts_over_a_real_server(clf, tmp_path):
+    import requests
+
+    col = tmp_path / "col"
+    srv, t, port = _serve(create_app(clf, collect_dir=col))
+    try:
+        def one(i):
+            return requests.post(f"http://127.0.0.1:{port}/api/feedback", data={"dex_id": str(1 + i % 3)},
+                                 files={"file": ("x", _png(fmt="PNG" if i % 2 else "JPEG"), "image/png")}, timeout=60)
+
+        with ThreadPoolExecutor(16) as ex:
+            rs = list(ex.map(one, range(30)))
+    finally:
+        srv.should_exit = True
+        t.join(10)
+    assert [r.status_code for r in rs] == [200] * 30
+    saved = sorted(r.json()["saved"] for r in rs)
+    assert len(set(saved)) == 30
+    df = annotations.read_annotations(col)
+    assert sorted("images/" + n for n in df.img_name) == saved
+    assert df.pokemon_id.value_counts().to_dict() == {1: 10, 2: 10, 3: 10}
+
+
+def test_https_server_answers(clf):
+    import requests
+
+    from pokemon_classifier.certs import uvicorn_tls
+
+    with uvicorn_tls(True, "127.0.0.1") as tls:
+        srv, t, port = _serve(create_app(clf), **tls)
+        try:
+            r = requests.get(f"https://127.0.0.1:{port}/api/health", verify=tls["ssl_certfile"], timeout=30)
+        finally:
+            srv.should_exit = True
+            t.join(10)
+    assert r.status_code == 200 and r.json()["classes"] == 151
+
+
+def test_serve_help_documents_phones_https_artwork_and_collect():
+    code, out, _ = run_cli("serve", "--help")
+    assert code == 0
+    for flag in ("0.0.0.0", "--https", "--artwork-url", "--collect"):
+        assert flag in out

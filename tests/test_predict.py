@@ -81,8 +81,10 @@ def test_video_timeline(ckpt, tmp_path):
     assert r["frames"] == 6
     assert r["segments"][0]["start"] == 0 and r["segments"][-1]["end"] == pytest.approx(3.0, abs=0.2)
     assert len(r["overall"]["topk"]) == 5
+    assert r["headline"] and isinstance(r["pokemon"], list)
     code, out, err = run_cli("predict", "--weights", ckpt, v, "--fps", "4")
-    assert code == 0 and "12 frames at 4 fps" in out and "overall:" in out
+    story = Classifier.load(ckpt).predict_video(v, fps=4)
+    assert code == 0 and "12 frames at 4 fps" in out and f"clip.mp4: {story['headline']}" in out
 
 
 def test_onnx_export_matches_torch(ckpt, tmp_path):

@@ -31,8 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pokemon_classifier.fans import fan_router, localize
 from pokemon_classifier.errors import ImageError, UserError
+from pokemon_classifier.predict import video_result
 from pokemon_classifier.serving import (Batcher, CappedBody, CatchAll, LimitExceeded, frame_chunks,
-                                        full_probabilities, video_frames, video_summary)
+                                        full_probabilities, video_frames)
 
 MAX_UPLOAD = 10 * 1024 * 1024
 DOCS_ASSETS = "/api/docs/assets"
@@ -135,7 +136,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
         chunk = max(1, batcher.max_batch // 2)  # half a batch: image requests still fit beside a video chunk
         chunks = frame_chunks(video_frames(data, fps, max_video_seconds, max_video_frames),
                               classifier.preprocess, chunk)
-        times, rows = [], []
+        times, rows, frames = [], [], []
         try:
             async with video_slot:
                 while (item := await loop.run_in_executor(video_pool, next, chunks, None)) is not None:
@@ -145,6 +146,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
                     results = await batcher.run(x, [n_classes] * len(x))
                     times += ts
                     rows += [full_probabilities(classifier, r) for r in results]
+                    frames += [dict(r, topk=r["topk"][:clamp_k(k)]) for r in results]
         except ImageError as e:
             return _error(400, "not a readable video: " + str(e))
         except LimitExceeded as e:
@@ -153,7 +155,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
             video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
         if not times:
             return _error(400, "not a readable video: no frames could be decoded")
-        return localize(video_summary(classifier, times, np.stack(rows), fps, clamp_k(k)), request, lang)
+        return localize(video_result(classifier, times, frames, np.stack(rows), fps, clamp_k(k)), request, lang)
 
     try:
         from fastapi.staticfiles import StaticFiles

@@ -3,9 +3,14 @@
     pokemon-classifier calibrate --weights runs/x/best.pt --data data/ --splits data/splits.csv
     pokemon-classifier calibrate --weights best.pt --data data/ --splits s.csv --out best_calibrated.pt
     pokemon-classifier calibrate --weights soup.pt --data data/ --sizes 224 240 256   # also pick the crop size
+    pokemon-classifier calibrate --weights best.pt --data data/ --negatives negatives/  # + the open-set score
 
-Both are stored in the checkpoint and used by predict/serve. The threshold keeps --keep of the
-correct validation predictions above it.
+Everything is stored in the checkpoint and used by predict/serve/export. The top-probability
+threshold keeps --keep of the correct validation predictions above it. With --negatives (a folder
+of pictures that are not Gen-1 Pokemon, optionally with a manifest.csv `kind` column) the
+feature-space open-set score of openset.py is fitted on the training split, the tuning half of the
+negatives and generated degenerate pictures, with a threshold that accepts --accept of the
+validation images; `evaluate --negatives` reports on the other half.
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ def add_arguments(p) -> None:
     p.add_argument("--sizes", type=int, nargs="+", metavar="PX",
                    help="also choose the inference crop size among these by top-1 on --split (ties: lower calibrated NLL); "
                         "a model trained on random crops often scores higher a little above its training size")
+    p.add_argument("--negatives", type=Path, metavar="DIR",
+                   help="fit the open-set score with the tuning half of these non-Gen-1 pictures")
+    p.add_argument("--accept", type=float, default=0.96,
+                   help="with --negatives: share of validation images the open-set threshold accepts")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
@@ -94,7 +103,11 @@ def main(args) -> int:
     ck = read_checkpoint(args.weights)
     if "model" not in ck or "arch" not in ck:
         raise UserError(f"{args.weights}: calibrate needs a pokemon-classifier checkpoint")
+    if args.negatives and not 0.5 <= args.accept < 1:
+        raise UserError(f"--accept {args.accept}: choose a share between 0.5 and 1")
     model, meta = model_from_checkpoint(ck, args.weights)
+    meta.pop("openset", None)  # refitted below (or dropped: it depends on the temperature and size)
+    ck.pop("openset", None)
     clf = Classifier.from_model(model.to(device), meta, device).with_meta(temperature=1.0)
     df = select(args.data, args.splits, args.split)
     paths = [safe_image_path(args.data, n) for n in df["img_name"]]
@@ -120,9 +133,18 @@ def main(args) -> int:
                          "ece_after": M.ece(probs_t, y), "keep": args.keep}
     if size_scores:
         ck["calibration"]["size_scores"] = size_scores
+    if args.negatives:
+        from pokemon_classifier import openset
+
+        train = select(args.data, args.splits, "train")
+        ck["openset"] = openset.fit_from_files(
+            model, meta, [safe_image_path(args.data, n) for n in train["img_name"]], [p for i, p in enumerate(paths) if ok[i]],
+            args.negatives, t, args.accept, progress, echo=lambda m: print(m, file=sys.stderr))
+        ck["unknown_threshold"] = 0.0  # the open-set score decides; the top-probability floor is off
     out = args.out or Path(args.weights)
     atomic_torch_save(ck, out)
     print(f"temperature {t:.3f} (ECE {ck['calibration']['ece_before']:.4f} -> {ck['calibration']['ece_after']:.4f}); "
-          f"unknown below p={thr:.3f} keeps {args.keep:.0%} of correct {args.split} predictions; "
+          + (f"open-set threshold {ck['openset']['threshold']:.3f}; " if args.negatives else
+             f"unknown below p={thr:.3f} keeps {args.keep:.0%} of correct {args.split} predictions; ")
           + (f"inference size {meta['preprocessing']['size']} px; " if size_scores else "") + f"wrote {out}")
     return 0

@@ -41,6 +41,7 @@ class Evaluation:
     y: np.ndarray  # class indices of the readable rows
     rows: pd.DataFrame  # the readable rows of the evaluated frame
     errors: list[str] = field(default_factory=list)  # '<file>: <reason>' of the unreadable ones
+    scores: np.ndarray | None = None  # open-set scores of the readable rows (None: the model has none)
 
 
 def select(data_dir, splits_path=None, split=None) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def evaluate_frame(clf, data_dir, df, batch_size=64, progress=True) -> Evaluatio
     if unknown:
         raise UserError(f"the model does not know dex ids {unknown} found in {data_dir}/annotations.csv")
     paths = [safe_image_path(Path(data_dir), n) for n in df["img_name"]]
-    probs, errors = clf.probs_paths(paths, batch_size, progress=progress, desc="evaluating")
+    probs, scores, errors = clf.outputs_paths(paths, batch_size, progress=progress, desc="evaluating")
     ok = np.array([i not in errors for i in range(len(df))], dtype=bool)
     y = df["pokemon_id"].map(index_of).to_numpy()[ok]
     p = probs[ok]
@@ -76,7 +77,37 @@ def evaluate_frame(clf, data_dir, df, batch_size=64, progress=True) -> Evaluatio
         m = y == index_of[dex]
         per[str(int(dex))] = {"n": int(m.sum()), "top1": float((pred[m] == y[m]).mean()) if m.any() else float("nan")}
     s["per_class"] = per
-    return Evaluation(s, p, y, df[ok].reset_index(drop=True), [errors[i] for i in sorted(errors)])
+    return Evaluation(s, p, y, df[ok].reset_index(drop=True), [errors[i] for i in sorted(errors)],
+                      None if scores is None else scores[ok])
+
+
+def open_set_section(clf, ev: Evaluation, negatives_dir, batch_size=64, progress=True) -> tuple[dict, dict]:
+    """evaluate --negatives: the open-set figures of the evaluated images against the negatives the
+    checkpoint was not tuned on plus generated degenerate pictures (a seed calibrate never uses).
+
+    Returns (figures for the report/JSON, the raw scores for the plot)."""
+    from pokemon_classifier import openset
+
+    if not clf.open_set:
+        raise UserError(f"{clf.meta.get('source', 'the model')}: has no open-set score; fit one with "
+                        f"`pokemon-classifier calibrate --weights W --data DATA --negatives DIR`")
+    table = openset.read_negatives(negatives_dir)
+    tuned = set(clf.open_set.get("tuned_on", []))
+    seen = np.array([openset.file_key(p) in tuned for p in table["path"]], dtype=bool)
+    table = table[~seen].reset_index(drop=True)
+    degenerate, deg_kinds = openset.degenerate_set(10, seed=2)
+    items = list(table["path"]) + degenerate
+    kinds = np.array(list(table["kind"]) + ["degenerate (generated)"] * len(degenerate))
+    probs, scores, errors = clf.outputs_paths(items, batch_size, progress=progress, desc="negatives")
+    ok = np.array([i not in errors for i in range(len(items))], dtype=bool)
+    fig = openset.rates(ev.scores, scores[ok], kinds[ok], clf.open_set_threshold)
+    accepted = np.array([not clf.is_unknown(p, s) for p, s in zip(ev.probs, ev.scores)], dtype=bool)
+    correct = ev.probs.argmax(1) == ev.y
+    fig.update(negatives=str(negatives_dir), excluded_tuning=int(seen.sum()), unreadable_negatives=len(errors),
+               top1_accepted=float(correct[accepted].mean()) if accepted.any() else None,
+               accepted_all_rules=float(accepted.mean()))
+    return fig, {"in": ev.scores, "out": scores[ok], "kinds": kinds[ok]}
+
 
 
 def read_by(spec: str, data_dir) -> tuple[str, pd.Series]:
@@ -161,6 +192,9 @@ def add_arguments(p) -> None:
     p.add_argument("--by", metavar="FILE.csv:COLUMN",
                    help="also report accuracy per value of COLUMN, joined on img_name "
                         "(default: DATA/manifest.csv:kind when that file has a kind column)")
+    p.add_argument("--negatives", type=Path, metavar="DIR",
+                   help="add the open-set section: pictures that are not Gen-1 Pokemon (a manifest.csv "
+                        "`kind` column splits the rates); the ones calibrate tuned on are left out")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -201,10 +235,18 @@ def main(args) -> int:
     if by:
         column, groups = read_by(by, args.data)
         result["by"] = {column: accuracy_by(groups, ok_df, p, y)}
+    raw_scores = None
+    if args.negatives:
+        result["open_set"], raw_scores = open_set_section(clf, ev, args.negatives, args.batch_size, progress)
     if args.out:
         from pokemon_classifier.report import write_report
 
         write_report(args.out, result, per, cm, p, y, ok_df, args.data, class_ids, weakest)
+        if raw_scores is not None:
+            from pokemon_classifier.openset import plot_scores
+
+            plot_scores(raw_scores["in"], raw_scores["out"], raw_scores["kinds"], clf.open_set_threshold,
+                        args.out / "open_set_scores.png")
     if args.json:
         print(json.dumps(result))
         return 0
@@ -221,6 +263,14 @@ def main(args) -> int:
         print(f"by {column}:")
         for k, v in table.items():
             print(f"  {k:<28} top-1 {v['top1']:.4f}  top-5 {v['top5']:.4f}  ({v['n']} images)")
+    if "open_set" in result:
+        o = result["open_set"]
+        print(f"open set (negatives: {o['negatives']}, {o['excluded_tuning']} used for tuning left out): "
+              f"AUROC {o['auroc']:.4f}  FPR at 95% TPR {o['fpr_at_95_tpr']:.4f}")
+        print(f"  at the threshold {o['threshold']:.3f}: {o['in_accepted']:.1%} of these {o['n_in']} Gen-1 images "
+              f"accepted, top-1 on the accepted {o['top1_accepted']:.4f}")
+        for k, v in o["rejected"].items():
+            print(f"  {k:<28} rejected {v['rate']:.1%} ({v['n']} images)")
     for e in errors[:20]:
         print(f"  unreadable: {e}")
     if args.out:

@@ -25,24 +25,31 @@ def export_onnx(weights, out, opset: int = 17, check: bool = True) -> float:
     """Write `out` atomically; returns max |Δprob| between torch and ONNX Runtime on sample inputs."""
     import onnx
 
+    from pokemon_classifier.openset import OpenSetHead, Scored
+
     model, meta = load_checkpoint(weights)
     size = meta["preprocessing"]["size"]
     x = torch.randn(2, 3, size, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+    # with an open-set state the graph has a second output, the score, computed in the graph
+    net = Scored(model, OpenSetHead(meta["openset"])).eval() if meta.get("openset") else model
+    names = ["logits", "open_set_score"] if meta.get("openset") else ["logits"]
+    torch.onnx.export(net, (x,), str(tmp), input_names=["image"], output_names=names,
+                      dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=opset,
                       dynamo=False)
     m = onnx.load(str(tmp))
     info = {"arch": meta["arch"], "class_ids": [int(i) for i in meta["class_ids"]],
             "preprocessing": meta["preprocessing"], "temperature": float(meta.get("temperature", 1.0)),
             "unknown_threshold": float(meta.get("unknown_threshold", 0.0)), "source": str(weights)}
+    if meta.get("openset"):  # the arrays live in the graph; predict needs only the threshold
+        info["openset"] = {"threshold": float(meta["openset"]["threshold"]), "parts": list(meta["openset"]["parts"])}
     entry = m.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(info)
     onnx.save(m, str(tmp))
     try:
-        delta = check_onnx(model, tmp, size) if check else float("nan")
+        delta = check_onnx(net, tmp, size) if check else float("nan")
         if check and delta > TOLERANCE:
             raise UserError(f"{out}: ONNX output differs from PyTorch by {delta:.2e} > {TOLERANCE:g}")
         os.replace(tmp, out)
@@ -57,10 +64,14 @@ def check_onnx(model, path, size: int, n: int = 8, seed: int = 0) -> float:
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, size, size, generator=g)
-    ref = torch.softmax(model(x), 1).numpy()
+    ref = model(x)
+    ref = ref if isinstance(ref, tuple) else (ref,)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = torch.softmax(torch.from_numpy(sess.run(None, {"image": x.numpy()})[0]), 1).numpy()
-    return float(np.abs(ref - got).max())
+    got = sess.run(None, {"image": x.numpy()})
+    delta = float(np.abs(torch.softmax(ref[0], 1).numpy() - torch.softmax(torch.from_numpy(got[0]), 1).numpy()).max())
+    if len(ref) > 1:  # the open-set score, relative to its scale (a sum of z-scores)
+        delta = max(delta, float(np.abs(ref[1].numpy() - got[1]).max()) / 100)
+    return delta
 
 
 def load_onnx(path, threads: int | None = None):
@@ -84,8 +95,9 @@ def load_onnx(path, threads: int | None = None):
         raise UserError(f"{path}: no {META_KEY} metadata (export it with `pokemon-classifier export`)")
     meta = json.loads(props[META_KEY])
 
-    def run(x: torch.Tensor) -> np.ndarray:
-        return sess.run(None, {"image": x.numpy().astype(np.float32)})[0]
+    def run(x: torch.Tensor):
+        out = sess.run(None, {"image": x.numpy().astype(np.float32)})
+        return out[0], (out[1].astype(np.float64) if len(out) > 1 and meta.get("openset") else None)
 
     return run, meta
 

@@ -166,118 +166,101 @@ def split_negatives(table) -> np.ndarray:
 
 # ---------------------------------------------------------------- the score
 
-def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
+PARTS = ("knn", "oe", "msp")
 
 
-class OpenSetScorer:
-    """Higher = more like a Gen-1 Pokemon. Three parts, each z-scored on validation images, summed:
+class OpenSetHead(torch.nn.Module):
+    """score(logits, features): higher = more like a Gen-1 Pokemon. Three parts, each z-scored on
+    validation images, then summed:
 
     - `knn`: cosine similarity of the features to the nearest training image, in a PCA subspace of
-      the training features (deep nearest neighbours, Sun et al. 2022), stored as a float16 bank;
+      the training features (deep nearest neighbours, Sun et al. 2022; the bank is stored as float16);
     - `oe`: the margin of a logistic "Gen-1 Pokemon or not" head on the standardised features,
       trained on training features against tuning negatives (outlier exposure at the head,
       Hendrycks et al. 2019);
     - `msp`: the top softmax probability after temperature scaling (Hendrycks & Gimpel 2017).
 
     Chosen by 2-fold cross-validation on the tuning negatives among max-softmax, energy,
-    Mahalanobis, kNN and outlier-exposure scores and their sums (README, "Unknown").
+    Mahalanobis, kNN and outlier-exposure scores and their sums (README, "Unknown"). A torch
+    module, so that predict, serve and the ONNX graph compute the very same number.
     """
 
-    PARTS = ("knn", "oe", "msp")
-
     def __init__(self, state: dict):
-        self.state = {k: (v.float().numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
-        self.parts = list(self.state["parts"])
-        self.threshold = float(self.state["threshold"])
-
-    def _project(self, feats):
-        s = self.state
-        x = (feats - s["pca_mean"]) @ s["pca_components"].T
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    def raw(self, feats: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
-        s = self.state
-        feats = np.asarray(feats, dtype=np.float32)
-        out = {}
-        if "knn" in self.parts:
-            out["knn"] = (self._project(feats) @ s["bank"].T.astype(np.float32)).max(1)
-        if "oe" in self.parts:
-            out["oe"] = ((feats - s["oe_mean"]) / s["oe_scale"]) @ s["oe_weight"] + float(s["oe_bias"])
-        if "msp" in self.parts:
-            out["msp"] = np.exp(_log_softmax(logits, float(s["temperature"])).max(1))
-        return out
-
-    def score(self, feats: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        raw = self.raw(feats, logits)
-        norm = self.state["norm"]
-        return sum((raw[p] - norm[p][0]) / norm[p][1] for p in self.parts).astype(np.float64)
-
-    def state_dict(self) -> dict:
-        """Plain tensors and numbers: loads with torch.load(weights_only=True)."""
-        import torch
-
-        out = {}
-        for k, v in self.state.items():
-            if isinstance(v, np.ndarray):
-                v = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float16 if k == "bank" else np.float32))
-            out[k] = v
-        return out
-
-    @classmethod
-    def fit(cls, train_feats, neg_feats, val_feats, val_logits, temperature: float, parts=PARTS,
-            pca_dim: int = 256, C: float = 0.01, accept: float = 0.95) -> "OpenSetScorer":
-        """Fit every part on training features (+ tuning negatives for `oe`), z-score each on the
-        validation images, and set the threshold that accepts `accept` of them."""
-        from sklearn.decomposition import PCA
-        from sklearn.linear_model import LogisticRegression
-
-        tf = np.asarray(train_feats, dtype=np.float64)
-        state: dict = {"parts": list(parts), "temperature": float(temperature), "threshold": 0.0, "norm": {},
-                       "accept": float(accept)}
-        if "knn" in parts:
-            pca = PCA(int(min(pca_dim, tf.shape[1], len(tf) - 1)), random_state=0).fit(tf)
-            state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32))
-            state["bank"] = cls(dict(state, parts=[]))._project(tf.astype(np.float32)).astype(np.float16)
-        if "oe" in parts:
-            nf = np.asarray(neg_feats, dtype=np.float64)
-            mu, sd = tf.mean(0), tf.std(0) + 1e-6
-            X = (np.concatenate([tf, nf]) - mu) / sd
-            y = np.r_[np.ones(len(tf)), np.zeros(len(nf))]
-            head = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X, y)
-            state.update(oe_mean=mu.astype(np.float32), oe_scale=sd.astype(np.float32),
-                         oe_weight=head.coef_[0].astype(np.float32), oe_bias=float(head.intercept_[0]))
-        raw = cls(state).raw(val_feats, val_logits)
-        state["norm"] = {p: (float(raw[p].mean()), float(raw[p].std() + 1e-12)) for p in parts}
-        state["threshold"] = float(np.quantile(cls(state).score(val_feats, val_logits), 1 - accept))
-        return cls(state)
-
-
-# ---------------------------------------------------------------- one forward pass, two outputs
-
-class WithFeatures(torch.nn.Module):
-    """model(x) -> (logits, penultimate features): the prediction and the open-set score come
-    from the same forward pass (and the same ONNX graph)."""
-
-    def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
-        inner = getattr(model, "model", model)  # the original format's 1000-way wrapper
-        self._timm = hasattr(inner, "forward_head")
+        self.parts = [p for p in PARTS if p in state["parts"]]
+        self.threshold = float(state["threshold"])
+        self.temperature = float(state["temperature"])
+        t = lambda k: torch.as_tensor(np.asarray(state[k]), dtype=torch.float32)  # noqa: E731
+        for k in ("pca_mean", "pca_components", "bank", "oe_mean", "oe_scale", "oe_weight"):
+            self.register_buffer(k, t(k) if k in state else torch.zeros(0), persistent=False)
+        self.oe_bias = float(state.get("oe_bias", 0.0))
+        norm = state.get("norm") or {p: (0.0, 1.0) for p in self.parts}
+        self.register_buffer("norm", torch.tensor([norm[p] for p in self.parts], dtype=torch.float32).reshape(-1, 2),
+                             persistent=False)
 
-    def forward(self, x):
-        m = getattr(self.model, "model", self.model)
-        if self._timm:
-            f = m.forward_head(m.forward_features(x), pre_logits=True)
-            logits = m.get_classifier()(f)
-        else:  # torchvision MobileNetV3: features -> pool -> classifier[:-1] -> last Linear
-            f = m.classifier[:-1](torch.flatten(m.avgpool(m.features(x)), 1))
-            logits = m.classifier[-1](f)
-        if m is not self.model:
-            logits = logits[:, : self.model.n]
-        return logits, f
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        x = (feats - self.pca_mean) @ self.pca_components.T
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def raw(self, logits: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """(N, parts) raw part scores, in PARTS order."""
+        cols = []
+        for p in self.parts:
+            if p == "knn":
+                cols.append((self.project(feats) @ self.bank.T).max(1).values)
+            elif p == "oe":
+                cols.append(((feats - self.oe_mean) / self.oe_scale) @ self.oe_weight + self.oe_bias)
+            else:
+                cols.append(torch.softmax(logits / self.temperature, 1).max(1).values)
+        return torch.stack(cols, 1)
+
+    def forward(self, logits: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return ((self.raw(logits.float(), feats.float()) - self.norm[:, 0]) / self.norm[:, 1]).sum(1)
+
+
+def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
+        C: float = 0.01, accept: float = 0.96) -> dict:
+    """The open-set state for a checkpoint: every part fitted on training features (+ tuning
+    negatives for `oe`), z-scored on the validation images, and the threshold that accepts
+    `accept` of them (0.96: the test split should keep >= 95%; see README)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    tf = np.asarray(train_feats, dtype=np.float64)
+    state: dict = {"version": 1, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
+                   "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats))}
+    if "knn" in parts:
+        pca = PCA(int(min(pca_dim, tf.shape[1], len(tf) - 1)), random_state=0).fit(tf)
+        state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32),
+                     bank=np.zeros((0, 0), np.float32))
+        head = OpenSetHead(dict(state, parts=[]))
+        with torch.no_grad():
+            state["bank"] = head.project(torch.from_numpy(tf.astype(np.float32))).numpy().astype(np.float16)
+    if "oe" in parts:
+        nf = np.asarray(neg_feats, dtype=np.float64)
+        mu, sd = tf.mean(0), tf.std(0) + 1e-6
+        X = (np.concatenate([tf, nf]) - mu) / sd
+        y = np.r_[np.ones(len(tf)), np.zeros(len(nf))]
+        lr = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X, y)
+        state.update(oe_mean=mu.astype(np.float32), oe_scale=sd.astype(np.float32),
+                     oe_weight=lr.coef_[0].astype(np.float32), oe_bias=float(lr.intercept_[0]))
+    with torch.no_grad():
+        raw = OpenSetHead(state).raw(torch.as_tensor(val_logits, dtype=torch.float32),
+                                     torch.as_tensor(val_feats, dtype=torch.float32)).numpy()
+        state["norm"] = {p: (float(raw[:, i].mean()), float(raw[:, i].std() + 1e-12)) for i, p in enumerate(state["parts"])}
+        score = OpenSetHead(state)(torch.as_tensor(val_logits), torch.as_tensor(val_feats)).numpy()
+    state["threshold"] = float(np.quantile(score, 1 - accept))
+    return to_checkpoint(state)
+
+
+def to_checkpoint(state: dict) -> dict:
+    """Arrays as tensors (the bank as float16): loads with torch.load(weights_only=True)."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float16 if k == "bank" else np.float32))
+        out[k] = v
+    return out
 
 
 # ---------------------------------------------------------------- negatives on disk, metrics, plot
@@ -347,3 +330,79 @@ def plot_scores(id_scores, neg_scores, neg_kinds, threshold: float, path, title:
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
+
+
+class Scored(torch.nn.Module):
+    """x -> (logits, open-set score): what Classifier runs and what `export` writes to ONNX."""
+
+    def __init__(self, model: torch.nn.Module, head: OpenSetHead):
+        super().__init__()
+        self.net, self.head = WithFeatures(model), head
+
+    def forward(self, x):
+        logits, feats = self.net(x)
+        return logits, self.head(logits, feats)
+
+
+# ---------------------------------------------------------------- fitting from files (calibrate)
+
+@torch.inference_mode()
+def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = False, desc: str = "features"):
+    """(logits (N,C), features (N,D), errors {row: message}) for images (paths, PIL images, bytes),
+    with the checkpoint's evaluation preprocessing; unreadable rows are NaN."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from pokemon_classifier.predict import _ItemDataset
+    from pokemon_classifier.presets import eval_transform
+
+    net = WithFeatures(model).eval()
+    pre = meta["preprocessing"]
+    ds = _ItemDataset(list(items), eval_transform(pre), int(pre["size"]))
+    paths = bool(len(ds)) and isinstance(ds.paths[0], (str, Path))
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=1 if paths and len(ds) > batch_size else 0)
+    logits = feats = None
+    errors: dict[int, str] = {}
+    device = next(model.parameters()).device
+    for x, idx, err in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
+        errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
+        if not ok.any():
+            continue
+        lo, fe = net(x[ok].to(device).contiguous(memory_format=torch.channels_last))
+        if logits is None:
+            logits = np.full((len(ds), lo.shape[1]), np.nan, np.float32)
+            feats = np.full((len(ds), fe.shape[1]), np.nan, np.float32)
+        logits[idx[ok].numpy()], feats[idx[ok].numpy()] = lo.float().cpu().numpy(), fe.float().cpu().numpy()
+    if logits is None:
+        from pokemon_classifier.errors import UserError
+
+        raise UserError(f"no readable image among {len(ds)} ({next(iter(errors.values()), '')})")
+    return logits, feats, errors
+
+
+def file_key(path) -> str:
+    """A short content hash: how a checkpoint remembers which negatives it was tuned on."""
+    from pokemon_classifier.fileio import sha256_file
+
+    return sha256_file(path)[:16]
+
+
+def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, temperature: float,
+                   accept: float = 0.96, progress: bool = False, echo=print) -> dict:
+    """calibrate --negatives: features of the training and validation images, of the tuning half of
+    the negatives and of generated degenerate pictures (seed 1; evaluate reports on seed 2)."""
+    table = read_negatives(negatives_dir)
+    tune = table[table["half"] == "tune"]
+    degenerate, _ = degenerate_set(10, seed=1)
+    _, tf, te = extract(model, meta, train_paths, progress=progress, desc="train features")
+    vl, vf, ve = extract(model, meta, val_paths, progress=progress, desc="val features")
+    _, nf, ne = extract(model, meta, list(tune["path"]) + degenerate, progress=progress, desc="negative features")
+    ok = lambda a, errs: a[[i for i in range(len(a)) if i not in errs]]  # noqa: E731
+    state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept)
+    state["tuned_on"] = sorted(file_key(p) for p in tune["path"])
+    state["kinds"] = {str(k): int(v) for k, v in tune["kind"].value_counts().items()}
+    echo(f"open-set score fitted on {state['n_train']} training images and {state['n_negatives']} negatives "
+         f"({len(tune)} from {negatives_dir}, {len(degenerate)} generated); threshold {state['threshold']:.3f} "
+         f"accepts {accept:.0%} of the validation images")
+    return state

@@ -9,8 +9,11 @@ Python:
     clf = Classifier.load("best.pt")
     clf.predict("pikachu.jpg")  # {'dex_id': 25, 'name': 'Pikachu', 'probability': 0.98, 'unknown': False, 'topk': [...]}
 
-Open set: a top probability under the checkpoint's `unknown_threshold` (chosen on validation data
-by `pokemon-classifier calibrate`) is reported as `unknown`; override with --threshold.
+Open set: a picture whose open-set score (feature-space, stored in the checkpoint by
+`pokemon-classifier calibrate --negatives DIR`, see openset.py) is under its threshold is reported as
+`unknown`, with its guesses. Checkpoints without that score fall back to a top-probability threshold
+(`unknown_threshold`); --threshold sets a top-probability floor either way (0 disables it) and
+--no-open-set turns the score off.
 """
 
 from __future__ import annotations
@@ -38,18 +41,22 @@ class Classifier:
     """A loaded model plus its preprocessing, class names, temperature and unknown threshold."""
 
     def __init__(self, run, meta: dict, threshold: float | None = None, backend: str = "torch"):
-        self._run = run  # float tensor (N,3,H,W) -> logits numpy (N,C)
+        # run: float tensor (N,3,H,W) -> (logits numpy (N,C), open-set score numpy (N,) or None)
+        self._run = run
         self.meta = meta
         self.backend = backend
         self.class_ids = [int(i) for i in meta["class_ids"]]
         self.names = [pokedex.display_name(i) for i in self.class_ids]
         self.temperature = float(meta.get("temperature", 1.0) or 1.0)
-        self.threshold = float(meta.get("unknown_threshold", 0.0) if threshold is None else threshold)
+        self.open_set = meta.get("openset")  # None when absent or turned off
+        self.open_set_threshold = float(self.open_set["threshold"]) if self.open_set else None
+        default = 0.0 if self.open_set else float(meta.get("unknown_threshold", 0.0))
+        self.threshold = default if threshold is None else float(threshold)
         self.transform = eval_transform(meta["preprocessing"])
 
     @classmethod
     def load(cls, path=None, backend: str = "torch", device: str = "cpu", threshold: float | None = None,
-             threads: int | None = None) -> "Classifier":
+             threads: int | None = None, open_set: bool = True) -> "Classifier":
         from pokemon_classifier.models import resolve_weights
 
         path = resolve_weights(path)
@@ -59,6 +66,8 @@ class Classifier:
             from pokemon_classifier.export import load_onnx
 
             run, meta = load_onnx(path, threads=threads)
+            if not open_set:
+                meta.pop("openset", None)
             return cls(run, meta, threshold, "onnx")
         if backend != "torch":
             raise UserError(f"--backend {backend!r}: choose torch or onnx")
@@ -67,16 +76,26 @@ class Classifier:
 
         device = pick_device(device)
         model, meta = load_checkpoint(path, device)
+        if not open_set:
+            meta.pop("openset", None)
         return cls.from_model(model, meta, device, threshold)
 
     @classmethod
     def from_model(cls, model, meta: dict, device="cpu", threshold: float | None = None) -> "Classifier":
-        """Wrap a loaded torch model (in eval mode, already on `device`) and its checkpoint metadata."""
-        model = model.to(memory_format=torch.channels_last)
+        """Wrap a loaded torch model (in eval mode, already on `device`) and its checkpoint metadata;
+        with an open-set state in `meta` the score comes from the same forward pass."""
+        from pokemon_classifier.openset import OpenSetHead, Scored
+
+        net = model.to(memory_format=torch.channels_last)
+        if meta.get("openset"):
+            net = Scored(model, OpenSetHead(meta["openset"])).to(device).eval()
 
         @torch.inference_mode()
-        def run(x: torch.Tensor) -> np.ndarray:
-            return model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+        def run(x: torch.Tensor):
+            out = net(x.to(device).contiguous(memory_format=torch.channels_last))
+            if isinstance(out, tuple):
+                return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+            return out.float().cpu().numpy(), None
 
         return cls(run, meta, threshold, "torch")
 
@@ -90,87 +109,115 @@ class Classifier:
         """Path, bytes, PIL image or HxWx3 uint8 array -> normalised (3,H,W) tensor."""
         return to_tensor(item, self.transform)
 
-    def probs(self, batch: torch.Tensor) -> np.ndarray:
-        logits = self._run(batch)
-        return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy()
+    def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N,C) after temperature scaling, open-set scores (N,) or None)."""
+        logits, scores = self._run(batch)
+        return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy(), scores
 
-    def result(self, p: np.ndarray, topk: int) -> dict:
-        """One row of probabilities -> {'dex_id', 'name', 'probability', 'unknown', 'topk'}."""
+    def probs(self, batch: torch.Tensor) -> np.ndarray:
+        return self.forward(batch)[0]
+
+    def is_unknown(self, p: np.ndarray, score: float | None = None) -> bool:
+        low = float(np.max(p)) < self.threshold
+        return bool(low or (score is not None and self.open_set_threshold is not None
+                            and score < self.open_set_threshold))
+
+    def result(self, p: np.ndarray, topk: int, score: float | None = None) -> dict:
+        """One row of probabilities (+ its open-set score) -> {'dex_id', 'name', 'probability',
+        'unknown', 'topk'[, 'open_set_score']}; an unknown verdict keeps its guesses in topk."""
         k = min(topk, len(p))
         order = np.argsort(-p)[:k]
         top = [{"dex_id": self.class_ids[i], "name": self.names[i], "probability": float(p[i])} for i in order]
         best = top[0]
-        unknown = best["probability"] < self.threshold
-        return {"dex_id": None if unknown else best["dex_id"], "name": "unknown" if unknown else best["name"],
-                "probability": best["probability"], "unknown": bool(unknown), "topk": top}
+        unknown = self.is_unknown(p, score)
+        out = {"dex_id": None if unknown else best["dex_id"], "name": "unknown" if unknown else best["name"],
+               "probability": best["probability"], "unknown": unknown, "topk": top}
+        if score is not None:
+            out["open_set_score"] = round(float(score), 4)
+        return out
 
     def predict_tensors(self, batch: torch.Tensor, topk: int | list[int] = 5) -> list[dict]:
         """Preprocessed (N,3,H,W) -> one result per row: the batched core of every predict path.
 
         `topk` may be one k per row (the app batches requests that asked for different k)."""
         ks = [topk] * len(batch) if isinstance(topk, int) else list(topk)
-        return [self.result(p, k) for p, k in zip(self.probs(batch), ks)]
+        probs, scores = self.forward(batch)
+        scores = [None] * len(probs) if scores is None else scores
+        return [self.result(p, k, s) for p, k, s in zip(probs, ks, scores)]
 
     def probs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                     desc: str = "predicting") -> tuple[np.ndarray, dict[int, str]]:
         """Probabilities (N,C) for images (paths, or anything preprocess takes), decoded by DataLoader
         workers: the one batched path of predict, evaluate, calibrate and soup. An unreadable image's
         row is NaN and its message is in errors {row: '<file>: <reason>'} (never an exception)."""
+        probs, _, errors = self.outputs_paths(paths, batch_size, workers, progress, desc)
+        return probs, errors
+
+    def outputs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
+                      desc: str = "predicting") -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
+        """probs_paths plus the open-set scores (N,) (NaN where unreadable; None without a score)."""
         from torch.utils.data import DataLoader
 
         ds = _ItemDataset(list(paths), self.transform, int(self.meta["preprocessing"]["size"]))
         workers = (1 if len(ds) > batch_size else 0) if workers is None else workers
         out = np.full((len(ds), len(self.class_ids)), np.nan, dtype=np.float32)
+        scores = np.full(len(ds), np.nan, dtype=np.float64) if self.open_set else None
         errors: dict[int, str] = {}
         loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
         for x, idx, err in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
             errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
             if ok.any():
-                out[idx[ok].numpy()] = self.probs(x[ok])
-        return out, errors
+                p, s = self.forward(x[ok])
+                out[idx[ok].numpy()] = p
+                if scores is not None and s is not None:
+                    scores[idx[ok].numpy()] = s
+        return out, scores, errors
 
     def predict(self, item, topk: int = 5) -> dict:
         return self.predict_tensors(self.preprocess(item)[None], topk)[0]
 
     def predict_batch(self, items, topk: int = 5, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """One result per item; unreadable items give {'error': '<file>: <reason>'} instead of raising."""
-        probs, errors = self.probs_paths(items, batch_size, progress=progress)
-        return [{"error": errors[i]} if i in errors else self.result(p, topk) for i, p in enumerate(probs)]
+        probs, scores, errors = self.outputs_paths(items, batch_size, progress=progress)
+        return [{"error": errors[i]} if i in errors else self.result(p, topk, None if scores is None else scores[i])
+                for i, p in enumerate(probs)]
 
     # ------------------------------------------------------------------ video
-    def predict_video(self, path, fps: float = 2.0, topk: int = 5, batch_size: int = 32) -> dict:
-        """Sample frames at `fps`, classify in batches; timeline of segments + mean-probability top-k."""
-        times, probs = [], []
+    def predict_video(self, path, fps: float = 2.0, topk: int = 5, batch_size: int = 32,
+                      min_duration: float = 1.0, max_gap: float = 1.0) -> dict:
+        """Sample frames at `fps`, classify in batches; returns {frames, fps, segments, pokemon,
+        headline, overall}: the story of the clip (video.tell) and the mean-probability top-k."""
+        times, frames, probs = [], [], []
         batch, batch_t = [], []
+
+        def flush():
+            p, s = self.forward(torch.stack(batch))
+            probs.append(p)
+            frames.extend(self.result(row, topk, None if s is None else s[i]) for i, row in enumerate(p))
+            times.extend(batch_t)
+            batch.clear(), batch_t.clear()
+
         for t, frame in iter_video_frames(path, fps):
             batch.append(self.transform(frame))
             batch_t.append(t)
             if len(batch) == batch_size:
-                probs.append(self.probs(torch.stack(batch)))
-                times += batch_t
-                batch, batch_t = [], []
+                flush()
         if batch:
-            probs.append(self.probs(torch.stack(batch)))
-            times += batch_t
+            flush()
         if not times:
             raise ImageError(f"{path}: no frames could be decoded")
-        p = np.concatenate(probs)
-        frames = [self.result(row, topk) for row in p]
-        segments = []
-        step = 1.0 / fps
-        for t, r in zip(times, frames):
-            if segments and segments[-1]["name"] == r["name"]:
-                seg = segments[-1]
-                seg["end"] = t + step
-                seg["probs"].append(r["probability"])
-            else:
-                segments.append({"start": t, "end": t + step, "name": r["name"], "dex_id": r["dex_id"],
-                                 "probs": [r["probability"]]})
-        for s in segments:
-            s["probability"] = float(np.mean(s.pop("probs")))
-        overall = self.result(p.mean(0), topk)
-        return {"frames": len(times), "fps": fps, "segments": segments, "overall": overall}
+        return video_result(self, times, frames, np.concatenate(probs), fps, topk, min_duration, max_gap)
+
+
+def video_result(clf: Classifier, times, frames, probs: np.ndarray, fps: float, topk: int,
+                 min_duration: float = 1.0, max_gap: float = 1.0) -> dict:
+    """The JSON of a video verdict, shared by `predict` and the app."""
+    from pokemon_classifier.video import tell
+
+    story = tell(times, frames, 1.0 / fps, min_duration, max_gap)
+    overall = clf.result(probs.mean(0), topk)
+    return {"frames": len(times), "fps": fps, **story, "overall": overall}
 
 
 def to_tensor(item, transform) -> torch.Tensor:
@@ -261,7 +308,10 @@ def add_arguments(p) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
     fmt.add_argument("--csv", action="store_true", help="CSV: path,dex_id,name,probability,unknown,error")
-    p.add_argument("--threshold", type=float, help="override the checkpoint's 'unknown' threshold (0 disables)")
+    p.add_argument("--threshold", type=float,
+                   help="top-probability floor for an answer (default: the checkpoint's; 0 disables)")
+    p.add_argument("--no-open-set", dest="open_set", action="store_false",
+                   help="ignore the checkpoint's open-set score (unknown only by --threshold)")
     p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
@@ -271,7 +321,8 @@ def main(args) -> int:
     if args.topk < 1:
         raise UserError("--topk must be at least 1")
     paths = expand_inputs(args.paths)
-    clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold)
+    clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
+                          open_set=args.open_set)
     videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
     images = [p for p in paths if p.suffix.lower() not in VIDEO_EXTENSIONS]
     writer = csv.writer(sys.stdout) if args.csv else None
@@ -292,13 +343,13 @@ def main(args) -> int:
         if args.json:
             print(json.dumps({"path": str(v), **r}, ensure_ascii=False))
         elif writer:
-            o = r["overall"]
-            writer.writerow([str(v), o["dex_id"], o["name"], f"{o['probability']:.4f}", o["unknown"], ""])
+            seen = r["pokemon"]
+            writer.writerow([str(v), seen[0]["dex_id"] if len(seen) == 1 else "", r["headline"],
+                             f"{seen[0]['probability']:.4f}" if len(seen) == 1 else "", not seen, ""])
         else:
-            print(f"{v}: {r['frames']} frames at {r['fps']:g} fps")
+            print(f"{v}: {r['headline']}  ({r['frames']} frames at {r['fps']:g} fps)")
             for s in r["segments"]:
                 print(f"  {_fmt_time(s['start'])}-{_fmt_time(s['end'])}  {s['name']:<12} {s['probability']:.2f}")
-            print("  overall: " + ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["overall"]["topk"]))
     if failures:
         print(f"{failures} of {len(paths)} inputs could not be read", file=sys.stderr)
     return 1 if failures == len(paths) else 0

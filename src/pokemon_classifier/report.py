@@ -98,6 +98,16 @@ def write_report(out: Path, result, per, cm, p, y, ok_df, data_dir, class_ids, w
     for column, table in result.get("by", {}).items():
         lines += ["", f"## By {column}", "", f"| {column} | images | top-1 | top-5 |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['n']} | {v['top1']:.4f} | {v['top5']:.4f} |" for k, v in table.items()]
+    o = result.get("open_set")
+    if o:
+        lines += ["", "## Open set (pictures that are not Gen-1 Pokémon)", "",
+                  f"Negatives: `{o['negatives']}` ({o['excluded_tuning']} used by calibrate left out) plus generated "
+                  f"degenerate pictures. AUROC **{o['auroc']:.4f}**, FPR at 95% TPR {o['fpr_at_95_tpr']:.4f}. At the "
+                  f"checkpoint's threshold ({o['threshold']:.3f}) **{o['in_accepted']:.1%}** of the {o['n_in']} Gen-1 "
+                  f"images are accepted (top-1 on them {o['top1_accepted']:.4f}).", "",
+                  "| kind | images | rejected |", "|---|---|---|"]
+        lines += [f"| {k} | {v['n']} | {v['rate']:.1%} |" for k, v in o["rejected"].items()]
+        lines += ["", "![open-set scores](open_set_scores.png)"]
     lines += ["", "## Plots", "", "- [Confusion matrix](confusion.png)", "- [Top losses](top_losses.png)",
               "- [Reliability diagram](reliability.png)", "- [Per-class accuracy (CSV)](per_class.csv)", "",
               "![confusion](confusion.png)", "", "![top losses](top_losses.png)", "", "![reliability](reliability.png)", ""]

@@ -288,20 +288,3 @@ def full_probabilities(classifier, result: dict) -> np.ndarray:
     for t in result["topk"]:
         p[index[t["dex_id"]]] = t["probability"]
     return p
-
-
-def video_summary(classifier, times: list[float], probs: np.ndarray, fps: float, topk: int) -> dict:
-    """Per-frame probabilities -> {'frames', 'fps', 'segments', 'overall'}, as Classifier.predict_video."""
-    frames = [classifier.result(row, topk) for row in probs]
-    segments: list[dict] = []
-    step = 1.0 / fps
-    for t, r in zip(times, frames):
-        if segments and segments[-1]["name"] == r["name"]:
-            segments[-1]["end"] = t + step
-            segments[-1]["probs"].append(r["probability"])
-        else:
-            segments.append({"start": t, "end": t + step, "name": r["name"], "dex_id": r["dex_id"],
-                             "probs": [r["probability"]]})
-    for s in segments:
-        s["probability"] = float(np.mean(s.pop("probs")))
-    return {"frames": len(times), "fps": fps, "segments": segments, "overall": classifier.result(probs.mean(0), topk)}

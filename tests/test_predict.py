@@ -98,3 +98,20 @@ def test_onnx_export_matches_torch(ckpt, tmp_path):
     assert a["dex_id"] == b["dex_id"] and abs(a["probability"] - b["probability"]) < 1e-4
     code, out, _ = run_cli("predict", "--backend", "onnx", "--weights", tmp_path / "m.onnx", tmp_path / "m.onnx")
     assert "error" in out  # an .onnx file is not an image: reported, not fatal
+
+
+def test_predict_lang_localizes_names_genus_and_types(ckpt, tmp_path):
+    img = tmp_path / "shape.png"
+    draw_shape("ring", (240, 120, 180)).save(img)
+    code, out, err = run_cli("predict", "--weights", ckpt, img, "--json", "--lang", "de", "--threshold", "0")
+    assert code == 0, err
+    r = json.loads(out)
+    from pokemon_classifier import pokedex
+
+    assert r["lang"] == "de" and r["genus"] == pokedex.genus(r["dex_id"], "de")
+    assert r["display_name"] == pokedex.localized_name(r["dex_id"], "de") and r["types"]
+    assert all("display_name" in t for t in r["topk"])
+    code, out, err = run_cli("predict", "--weights", ckpt, img, "--lang", "de", "--threshold", "0")
+    assert code == 0 and f"#{r['dex_id']:03d} {r['genus']}" in out
+    code, out, err = run_cli("predict", "--weights", ckpt, img, "--lang", "xx")
+    assert code == 2 and err.startswith("error: --lang xx")

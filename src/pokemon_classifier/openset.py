@@ -332,6 +332,28 @@ def plot_scores(id_scores, neg_scores, neg_kinds, threshold: float, path, title:
     atomic_savefig(fig, path, dpi=100)
 
 
+class WithFeatures(torch.nn.Module):
+    """model(x) -> (logits, penultimate features): the prediction and the open-set score come
+    from the same forward pass (and the same ONNX graph)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self._timm = hasattr(getattr(model, "model", model), "forward_head")
+
+    def forward(self, x):
+        m = getattr(self.model, "model", self.model)  # the original format's 1000-way wrapper
+        if self._timm:
+            f = m.forward_head(m.forward_features(x), pre_logits=True)
+            logits = m.get_classifier()(f)
+        else:  # torchvision MobileNetV3: features -> pool -> classifier[:-1] -> last Linear
+            f = m.classifier[:-1](torch.flatten(m.avgpool(m.features(x)), 1))
+            logits = m.classifier[-1](f)
+        if m is not self.model:
+            logits = logits[:, : self.model.n]
+        return logits, f
+
+
 class Scored(torch.nn.Module):
     """x -> (logits, open-set score): what Classifier runs and what `export` writes to ONNX."""
 

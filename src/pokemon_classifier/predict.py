@@ -312,6 +312,8 @@ def add_arguments(p) -> None:
                    help="top-probability floor for an answer (default: the checkpoint's; 0 disables)")
     p.add_argument("--no-open-set", dest="open_set", action="store_false",
                    help="ignore the checkpoint's open-set score (unknown only by --threshold)")
+    p.add_argument("--lang", help="names, genus and types in this language (en de fr es it ja ko zh-Hans zh-Hant ...; "
+                                  "default: English); JSON gains display_name, genus, types")
     p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
@@ -320,6 +322,8 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     if args.topk < 1:
         raise UserError("--topk must be at least 1")
+    if args.lang is not None and pokedex.normalize_language(args.lang) is None:
+        raise UserError(f"--lang {args.lang}: not a supported language ({', '.join(pokedex.LANGUAGES)})")
     paths = expand_inputs(args.paths)
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
                           open_set=args.open_set)
@@ -332,6 +336,8 @@ def main(args) -> int:
     results = clf.predict_batch(images, args.topk, args.batch_size, progress=len(images) > 50 and sys.stderr.isatty())
     for path, r in zip(images, results):
         failures += "error" in r
+        if args.lang and "error" not in r:
+            r = pokedex.localize_result(r, args.lang)
         _emit(args, writer, str(path), r)
     for v in videos:
         try:
@@ -340,6 +346,8 @@ def main(args) -> int:
             failures += 1
             _emit(args, writer, str(v), {"error": str(e)})
             continue
+        if args.lang:
+            r = pokedex.localize_video(r, args.lang)
         if args.json:
             print(json.dumps({"path": str(v), **r}, ensure_ascii=False))
         elif writer:
@@ -366,8 +374,10 @@ def _emit(args, writer, path: str, r: dict) -> None:
     elif "error" in r:
         print(f"{path}: error: {r['error']}")
     elif r["unknown"]:
-        guesses = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["topk"])
+        guesses = ", ".join(f"{t.get('display_name') or t['name']} {t['probability']:.2f}" for t in r["topk"])
         print(f"{path}: unknown (not confident it is a Gen-1 Pokemon; guesses: {guesses})")
     else:
-        alts = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in r["topk"][1:])
-        print(f"{path}: {r['name']} {r['probability']:.2f}" + (f"  ({alts})" if alts else ""))
+        alts = ", ".join(f"{t.get('display_name') or t['name']} {t['probability']:.2f}" for t in r["topk"][1:])
+        name = r.get("display_name") or r["name"]
+        facts = f"  #{r['dex_id']:03d} {r['genus']}, {'/'.join(t['name'] for t in r['types'])}" if r.get("genus") else ""
+        print(f"{path}: {name} {r['probability']:.2f}{facts}" + (f"  ({alts})" if alts else ""))

@@ -143,7 +143,7 @@ def group_ids(whole: np.ndarray, crop: np.ndarray, threshold: int = DEFAULT_THRE
 def find_groups(data_dir, df: pd.DataFrame | None = None, threshold: int = DEFAULT_THRESHOLD,
                 workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """DataFrame[img_name, group, pokemon_id, group_size] for every annotated image."""
-    df = read_annotations(data_dir) if df is None else df
+    df = read_annotations(data_dir, purpose="hash") if df is None else df
     paths = resolve_paths(data_dir, df)
     whole, crop = compute_hashes(paths, workers=workers, progress=progress)
     groups = group_ids(whole, crop, threshold)
@@ -184,10 +184,13 @@ def check_threshold(t: int) -> None:
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_dir
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("data", help="data folder with annotations.csv and images/")
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="max Hamming distance of 64-bit pHashes")
-    p.add_argument("--out", help="folder for dedup.csv (default: DATA)")
-    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+    p.add_argument("--out", type=out_dir, help="folder for dedup.csv (default: DATA)")
+    p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:

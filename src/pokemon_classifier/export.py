@@ -91,9 +91,12 @@ def load_onnx(path, threads: int | None = None):
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("--weights", help="checkpoint (default: best.pt at the repository root)")
-    p.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--onnx", type=out_file, required=True, help="output .onnx file")
+    p.add_argument("--opset", type=positive_int, default=17)
 
 
 def main(args) -> int:

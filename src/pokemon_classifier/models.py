@@ -204,14 +204,22 @@ def read_checkpoint(path) -> dict:
     arbitrary unpickling is refused with a one-line error, as is anything that is not a dict."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+        raise UserError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    if path.stat().st_size == 0:  # torch says only `EOFError: ` (an empty message) for this one
+        raise UserError(f"{path}: not a loadable checkpoint: empty file (0 bytes)")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0][:200]
+        msg = (" ".join(str(e).split()) or "no details")[:200]
         if "Unsupported global" in str(e):  # a pickled Python object; torch names weights_only in every failure
             raise UserError(f"{path}: refused: the file needs unpickling of arbitrary Python objects, "
                             f"which can run code; re-save it as a plain state_dict ({msg})") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a legacy pickle
+            raise UserError(f"{path}: not a loadable checkpoint: not a PyTorch file (it starts with {head!r})") from None
+        if "central directory" in msg or isinstance(e, EOFError):
+            raise UserError(f"{path}: not a loadable checkpoint: truncated or corrupt (an interrupted copy or save?)") from None
         raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {msg})") from None
     if not isinstance(ck, dict):
         raise UserError(f"{path}: not a checkpoint (got {type(ck).__name__})")

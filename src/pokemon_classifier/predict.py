@@ -254,16 +254,18 @@ def _fmt_time(t: float) -> str:
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.runtime import positive_float, positive_int
+
     p.add_argument("paths", nargs="+", help="images, folders (recursive), globs, or videos")
     p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
     fmt.add_argument("--csv", action="store_true", help="CSV: path,dex_id,name,probability,unknown,error")
     p.add_argument("--threshold", type=float, help="override the checkpoint's 'unknown' threshold (0 disables)")
-    p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--fps", type=positive_float, default=2.0, help="frames per second sampled from videos")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
@@ -271,6 +273,8 @@ def main(args) -> int:
     if args.topk < 1:
         raise UserError("--topk must be at least 1")
     paths = expand_inputs(args.paths)
+    if not paths:  # an empty folder: nothing was tried, so no per-file lines would say why it printed nothing
+        raise UserError(f"{' '.join(map(str, args.paths))}: no files to classify (empty folder)")
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold)
     videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
     images = [p for p in paths if p.suffix.lower() not in VIDEO_EXTENSIONS]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_write_csv
+from pokemon_classifier.fileio import atomic_write_csv, read_csv_input
 
 SPLITS = ("train", "val", "test")
 SPLITS_CSV = "splits.csv"
@@ -134,7 +134,7 @@ def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: splits file not found (run `pokemon-classifier split`)")
-    df = pd.read_csv(path, dtype={"img_name": str, "split": str})
+    df = read_csv_input(path, "splits file (img_name,split)", dtype={"img_name": str, "split": str})
     if list(df.columns[:2]) != ["img_name", "split"]:
         raise UserError(f"{path}: header must be img_name,split")
     bad = ~df["split"].isin(SPLITS)
@@ -170,14 +170,17 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import fraction, positive_int
+
     p.add_argument("data", help="data folder with annotations.csv and images/")
-    p.add_argument("--val", type=float, default=0.15, help="fraction for validation")
-    p.add_argument("--test", type=float, default=0.15, help="fraction for test")
+    p.add_argument("--val", type=fraction, default=0.15, help="fraction for validation")
+    p.add_argument("--test", type=fraction, default=0.15, help="fraction for test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", action="store_true", help="the original leaky random split (for comparison)")
     p.add_argument("--threshold", type=int, default=None, help="near-duplicate threshold (default: dedup's)")
-    p.add_argument("--out", type=Path, help="output CSV (default: DATA/splits.csv)")
-    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+    p.add_argument("--out", type=out_file, help="output CSV (default: DATA/splits.csv)")
+    p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:

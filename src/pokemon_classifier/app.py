@@ -173,14 +173,14 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
 
 
 def add_arguments(p) -> None:
-    from pokemon_classifier.runtime import nonnegative_float, port, positive_float, positive_int
+    from pokemon_classifier.runtime import nonnegative_float, positive_float, positive_int
 
     p.add_argument("--weights", help="checkpoint or .onnx (default: the shipped best.pt)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--threads", type=positive_int, help="torch / ONNX Runtime threads for inference (default: all cores)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port, default=7860)
+    p.add_argument("--port", type=int, default=7860)
     p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
     p.add_argument("--max-upload-mb", type=positive_float, default=10)
     p.add_argument("--max-batch", type=positive_int, default=32, help="most images in one forward pass")

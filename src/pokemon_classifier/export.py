@@ -78,7 +78,7 @@ def load_onnx(path, threads: int | None = None):
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: not a loadable ONNX model ({(' '.join(str(e).split()) or type(e).__name__)[:200]})") from None
     props = sess.get_modelmeta().custom_metadata_map
     if META_KEY not in props:
         raise UserError(f"{path}: no {META_KEY} metadata (export it with `pokemon-classifier export`)")

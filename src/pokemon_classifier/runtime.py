@@ -130,7 +130,3 @@ def finite_float(value: str) -> float:
 
 def fraction(value: str) -> float:
     return _number(float, value, lambda x: 0 <= x <= 1, "a number from 0 to 1")
-
-
-def port(value: str) -> int:
-    return _number(int, value, lambda x: 0 <= x <= 65535, "a TCP port (0-65535)")

@@ -408,6 +408,9 @@ def check_args(args) -> None:
         raise UserError("--epochs, --batch-size and --lr must be positive")
     if args.weights_file:
         args.pretrained = True
+        if not args.resume:  # a resumed run starts from last.pt and never reads the file again
+            # loaded once here so that a bad file is refused before minutes of hashing and caching
+            build_model(args.arch, pretrained=True, weights_file=args.weights_file)
 
 
 # ---------------------------------------------------------------- main

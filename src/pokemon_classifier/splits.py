@@ -187,6 +187,7 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    _check_fractions(args.val, args.test)  # before hashing, which can take minutes
     if args.threshold is not None:
         from pokemon_classifier.dedup import check_threshold
 

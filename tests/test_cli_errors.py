@@ -2,8 +2,9 @@
 `error:` and naming the offending file or flag, and never a traceback.
 
 The cases run in-process (conftest.run_cli) on one shared corpus built once: a small synthetic data
-folder, a good checkpoint and the bad files. `serve` runs as a subprocess with a timeout, so that a
-case that wrongly gets past validation fails the test instead of serving forever.
+folder, a good checkpoint and the bad files. The `serve` cases that get past argument parsing run as a
+subprocess with a timeout, so that one that wrongly gets past validation fails the test instead of
+serving forever.
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ CASES = [
     ("predict-empty-folder", "predict --weights {T}/good.pt {T}/empty_folder", "empty_folder: no files to classify"),
     ("predict-missing-input", "predict --weights {T}/good.pt {T}/nope.jpg", "nope.jpg: no such file"),
     ("predict-empty-onnx", "predict --weights {T}/empty.onnx --backend onnx {T}/data/images", "empty.onnx"),
+    ("serve-port-99999", "serve --weights {T}/good.pt --port 99999", "--port 99999: not a TCP port"),
+    ("serve-max-batch-0", "serve --weights {T}/good.pt --max-batch 0", "argument --max-batch: '0'"),
     # ---- argparse's own errors are one line too
     ("train-unknown-flag", "train --data {T}/data --out {T}/out/r --warp-speed", "--warp-speed"),
     ("evaluate-missing-required", "evaluate --weights {T}/good.pt", "--data"),
@@ -217,9 +220,7 @@ def test_no_output_left_behind_by_refused_runs(corpus):
 
 
 SERVE_CASES = [
-    ("serve-port-99999", "serve --weights {T}/good.pt --port 99999", "--port 99999: not a TCP port"),
     ("serve-empty-weights", "serve --weights {T}/empty.pt --port 0", "empty.pt: not a loadable checkpoint"),
-    ("serve-max-batch-0", "serve --weights {T}/good.pt --max-batch 0", "argument --max-batch: '0'"),
     ("serve-device-bogus", "serve --weights {T}/good.pt --device bogus --port 0", "--device bogus"),
 ]
 

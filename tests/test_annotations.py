@@ -225,3 +225,12 @@ def test_read_annotations_messages_are_one_plain_line(tmp_path, content):
         read_annotations(tmp_path)
     msg = str(e.value)
     assert "\n" not in msg and "np.int64" not in msg and str(tmp_path / "annotations.csv") in msg
+
+
+def test_from_folders_strict_flag_on_the_command_line(tmp_path):
+    """`annotate --from-folders SRC --out D --strict` refuses the tree (one line naming the folder)."""
+    src = _kaggle_tree(tmp_path)
+    code, out, err = run_cli("annotate", "--from-folders", src, "--out", tmp_path / "data", "--strict")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Alolan Sandslash" in err
+    assert not (tmp_path / "data" / "annotations.csv").exists()

@@ -67,3 +67,42 @@ def test_workers_and_cache(monkeypatch, tmp_path):
     from pokemon_classifier import annotations, data
 
     assert annotations.default_workers is default_workers and data.cache_dir is cache_dir  # old homes re-export
+
+
+def test_number_types_refuse_zero_nan_inf_and_junk():
+    import argparse
+
+    from pokemon_classifier.runtime import (finite_float, fraction, nonnegative_float, nonnegative_int, positive_float,
+                                            positive_int)
+
+    assert positive_int("3") == 3 and nonnegative_int("0") == 0 and positive_float("1e-3") == 1e-3
+    assert nonnegative_float("0") == 0.0 and finite_float("-2.5") == -2.5 and fraction("1") == 1.0
+    for fn, bad in ((positive_int, "0"), (positive_int, "-1"), (positive_int, "1.5"), (positive_int, "x"),
+                    (nonnegative_int, "-1"), (positive_float, "0"), (positive_float, "nan"), (positive_float, "inf"),
+                    (nonnegative_float, "-0.1"), (finite_float, "nan"), (finite_float, "-inf"), (fraction, "1.01"),
+                    (fraction, "nan")):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            fn(bad)
+
+
+def test_out_paths_are_checked_at_parse_time(tmp_path):
+    import argparse
+
+    from pokemon_classifier.fileio import out_dir, out_file
+
+    (tmp_path / "f").write_text("x")
+    assert out_file(tmp_path / "new" / "a.csv") == tmp_path / "new" / "a.csv"
+    assert out_dir(tmp_path / "new") == tmp_path / "new" and out_dir(tmp_path) == tmp_path
+    for fn, bad, msg in ((out_file, tmp_path, "is a folder"), (out_dir, tmp_path / "f", "is a file"),
+                         (out_file, tmp_path / "f" / "x" / "a.csv", "is a file, not a folder"),
+                         (out_dir, tmp_path / "f" / "sub", "is a file, not a folder")):
+        with pytest.raises(argparse.ArgumentTypeError, match=msg):
+            fn(str(bad))
+
+
+def test_cli_error_line_never_empty_never_two_lines():
+    from pokemon_classifier.cli import one_line
+
+    assert one_line(EOFError()) == "EOFError"
+    assert one_line(ValueError("a\n  b")) == "a b"
+    assert one_line("") == "unknown error"

@@ -73,3 +73,61 @@ def test_shared_data_leak_report(shared_data, tmp_path):
     r = random_split(groups)
     assert leak_report(groups, g)["test"]["leaked"] == 0
     assert leak_report(groups, r)["test"]["leaked"] > 5
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_split_leaves_no_worker_processes(synth_data):
+    """split hashes in a process pool; its workers die with it (annotations.worker_pool), no orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pokemon_classifier
+    from test_annotations import SLOW_DECODE, _alive, _children
+
+    env = dict(os.environ, PYTHONPATH=str(Path(pokemon_classifier.__file__).parents[1]))
+    p = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, "split", str(synth_data), "--workers", "2"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids = []
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 60 and len(kids) < 2:
+            kids = _children(p.pid)
+            time.sleep(0.1)
+        assert len(kids) >= 2, "the worker pool never started"
+        time.sleep(1.0)  # workers busy hashing
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        t0 = time.time()
+        while time.time() - t0 < 20 and any(_alive(k) for k in kids):
+            time.sleep(0.1)
+        assert not [k for k in kids if _alive(k)], "orphaned workers"
+        assert not (synth_data / "splits.csv").exists()
+    finally:
+        for k in _children(p.pid) + kids:
+            if _alive(k):
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_split_and_dedup_remove_their_stale_temp_files(synth_data):
+    """Temp files that a killed split/dedup left beside its output are removed by the next run; other
+    files that look alike are not touched."""
+    import os
+    import time
+
+    old = time.time() - 3600
+    stale = [synth_data / ".splits.csv.k3j_x9ab.tmp", synth_data / ".dedup.csv.a1b2c3d4.tmp"]
+    keep = [synth_data / ".splits.csv.tmp", synth_data / ".splits.csv.bak", synth_data / "dedup.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+        os.utime(p, (old, old))
+    for cmd in ("dedup", "split"):
+        code, _, err = run_cli(cmd, synth_data, "--workers", "1")
+        assert code == 0, err
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_dir
+    from pokemon_classifier.runtime import nonnegative_int, positive_int
+
     p.add_argument("data", nargs="?", help="data folder holding images/")
     p.add_argument("--from-folders", metavar="SRC", help="import SRC/<Pokemon>/*.jpg into --out first")
-    p.add_argument("--out", help="destination data folder for --from-folders")
-    p.add_argument("--min-per-class", type=int, default=15, help="warn for classes with fewer images")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--out", type=out_dir, help="destination data folder for --from-folders")
+    p.add_argument("--strict", action="store_true",
+                   help="with --from-folders: refuse folders that are not Gen-1 Pokemon instead of skipping them")
+    p.add_argument("--min-per-class", type=nonnegative_int, default=15, help="warn for classes with fewer images")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
 
 
 def main(args) -> int:
@@ -27,7 +32,7 @@ def main(args) -> int:
         out = args.out or args.data
         if not out:
             raise UserError("--from-folders needs --out DATA (the folder to create)")
-        annotations.import_from_folders(args.from_folders, out, workers=args.workers)
+        annotations.import_from_folders(args.from_folders, out, workers=args.workers, strict=args.strict)
         return 0
     if not args.data:
         raise UserError("give the data folder: pokemon-classifier annotate DATA")

@@ -146,8 +146,9 @@ def safe_image_path(data_dir: Path, img_name: str) -> Path:
     return Path(data_dir) / IMAGES / p
 
 
-def read_annotations(data_dir) -> pd.DataFrame:
-    """Read and validate DATA/annotations.csv -> DataFrame[img_name:str, pokemon_id:int]."""
+def read_annotations(data_dir, purpose: str | None = None) -> pd.DataFrame:
+    """Read and validate DATA/annotations.csv -> DataFrame[img_name:str, pokemon_id:int]. With a
+    `purpose` (a verb: "train", "evaluate"), a header-only file is a UserError saying so, before any work."""
     path = Path(data_dir) / ANNOTATIONS
     if not path.is_file():
         raise UserError(f"{path}: not found (run `pokemon-classifier annotate {data_dir}` first)")
@@ -170,6 +171,8 @@ def read_annotations(data_dir) -> pd.DataFrame:
         raise UserError(f"{path}: img_name {df['img_name'][dup].iloc[0]!r} is listed twice")
     for name in df["img_name"]:
         safe_image_path(Path(data_dir), name)
+    if purpose and df.empty:
+        raise UserError(f"{path}: no images listed (only a header); nothing to {purpose}")
     return df.reset_index(drop=True)
 
 

@@ -178,19 +178,21 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.runtime import nonnegative_float, positive_float, positive_int
+
     p.add_argument("--weights", help="checkpoint or .onnx (default: the shipped best.pt)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
-    p.add_argument("--threads", type=int, help="torch / ONNX Runtime threads for inference (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="torch / ONNX Runtime threads for inference (default: all cores)")
     p.add_argument("--host", default="127.0.0.1",
                    help="0.0.0.0 serves phones and other machines on your network (the webcam then needs --https)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--threshold", type=float, help="override the 'unknown' threshold")
-    p.add_argument("--max-upload-mb", type=float, default=10)
-    p.add_argument("--max-batch", type=int, default=32, help="most images in one forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=10, help="longest wait for a batch to fill")
-    p.add_argument("--max-video-seconds", type=float, default=300)
-    p.add_argument("--max-video-frames", type=int, default=1200, help="most frames sampled from one video")
+    p.add_argument("--max-upload-mb", type=positive_float, default=10)
+    p.add_argument("--max-batch", type=positive_int, default=32, help="most images in one forward pass")
+    p.add_argument("--max-wait-ms", type=nonnegative_float, default=10, help="longest wait for a batch to fill")
+    p.add_argument("--max-video-seconds", type=positive_float, default=300)
+    p.add_argument("--max-video-frames", type=positive_int, default=1200, help="most frames sampled from one video")
     p.add_argument("--https", action="store_true", help="serve https with a self-signed certificate made at start "
                    "(browsers allow the webcam only on https or localhost)")
     p.add_argument("--artwork-url", metavar="TEMPLATE", help="picture of the predicted Pokemon, e.g. "

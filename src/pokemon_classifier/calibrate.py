@@ -77,13 +77,16 @@ def choose_size(clf, paths, y_of, sizes, progress=False):
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import fraction, positive_int
+
     p.add_argument("--weights", required=True, help="pokemon-classifier checkpoint (.pt) to calibrate")
     p.add_argument("--data", type=Path, required=True, help="folder with annotations.csv + images/")
     p.add_argument("--splits", type=Path, help="splits.csv (default: DATA/splits.csv)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"], help="the images to fit on")
-    p.add_argument("--keep", type=float, default=0.95, help="share of correct predictions kept above the threshold")
-    p.add_argument("--out", type=Path, help="write here instead of updating --weights in place")
-    p.add_argument("--sizes", type=int, nargs="+", metavar="PX",
+    p.add_argument("--keep", type=fraction, default=0.95, help="share of correct predictions kept above the threshold")
+    p.add_argument("--out", type=out_file, help="write here instead of updating --weights in place")
+    p.add_argument("--sizes", type=positive_int, nargs="+", metavar="PX",
                    help="also choose the inference crop size among these by top-1 on --split (ties: lower calibrated NLL); "
                         "a model trained on random crops often scores higher a little above its training size")
     p.add_argument("--negatives", type=Path, metavar="DIR",

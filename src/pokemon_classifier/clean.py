@@ -33,7 +33,7 @@ from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations,
                                             remove_stale_temps, safe_image_path)
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, sha256_file
+from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, read_csv_input, sha256_file
 
 CANDIDATE_COLUMNS = ["finding", "rank", "img_name", "pokemon_id", "given", "suggested_id", "suggested",
                      "probability", "score", "reason", "group"]
@@ -255,21 +255,6 @@ def _next_free(data_dir: Path, dex: int, ext: str, taken: set) -> str:
     return f"{pokedex.name(dex)}{max(nums, default=0) + 1:03d}{ext}"
 
 
-def read_csv_input(path, what: str, dtype=str) -> pd.DataFrame:
-    """A user-supplied CSV, or a one-line UserError naming the file (empty, not UTF-8, ragged)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
-    try:
-        return pd.read_csv(path, dtype=dtype, keep_default_na=False, encoding="utf-8")
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: empty file (expected a {what} with a header row)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (expected a {what})") from None
-    except pd.errors.ParserError as e:
-        raise UserError(f"{path}: not a well-formed CSV ({' '.join(str(e).split())})") from None
-
-
 def plan(data_dir: Path, decisions: pd.DataFrame, df: pd.DataFrame, source="decisions.csv") -> pd.DataFrame:
     label_of = {k: int(v) for k, v in zip(df["img_name"], df["pokemon_id"])}  # plain ints: no np.int64 in messages
     steps, taken = [], set()
@@ -461,17 +446,20 @@ def undo(data_dir, journal_path=None, echo=print, all_: bool = False) -> int:
 # ------------------------------------------------------------------ CLI
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_dir
+    from pokemon_classifier.runtime import nonnegative_int, positive_int
+
     p.add_argument("data", type=Path, help="data folder (annotations.csv + images/)")
     p.add_argument("--apply", type=Path, metavar="DECISIONS", help="apply a decisions.csv exported from the report")
     p.add_argument("--undo", nargs="?", type=Path, const=True, metavar="JOURNAL",
                    help="undo the last --apply (or the one whose DATA/clean/journal/*.csv is given)")
     p.add_argument("--all", action="store_true", help="with --undo: undo every apply, back to the original")
-    p.add_argument("--out", type=Path, help="report folder (default: DATA/clean)")
-    p.add_argument("--folds", type=int, default=5, help="K for out-of-fold probabilities")
+    p.add_argument("--out", type=out_dir, help="report folder (default: DATA/clean)")
+    p.add_argument("--folds", type=positive_int, default=5, help="K for out-of-fold probabilities")
     p.add_argument("--weights", help="use this checkpoint's features instead of ImageNet efficientnet_lite0")
-    p.add_argument("--min-size", type=int, default=32, help="flag images smaller than this (px)")
+    p.add_argument("--min-size", type=nonnegative_int, default=32, help="flag images smaller than this (px)")
     p.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming threshold")
-    p.add_argument("--outliers", type=int, default=50, help="how many outliers to list")
+    p.add_argument("--outliers", type=nonnegative_int, default=50, help="how many outliers to list")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -491,8 +479,11 @@ def main(args) -> int:
         undo(args.data, None if args.undo is True else args.undo, all_=args.all)
         return 0
     recover(args.data)
-    if read_annotations(args.data).empty:
-        raise UserError(f"{args.data / ANNOTATIONS}: no images listed (only a header); nothing to clean")
+    read_annotations(args.data, purpose="clean")
+    if args.weights:  # a bad checkpoint is refused before minutes of checking images, not after
+        from pokemon_classifier.models import model_from_checkpoint, read_checkpoint
+
+        model_from_checkpoint(read_checkpoint(args.weights), args.weights)
     cand = find_candidates(args.data, args.min_size, args.folds, args.weights, args.threshold, args.outliers,
                            args.progress)
     out = args.out or args.data / "clean"

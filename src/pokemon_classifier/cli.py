@@ -49,6 +49,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{help_} (default: %(default)s)" if help_ else "default: %(default)s"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's errors as the project's one line on stderr (`error: argument --lr: ...`), exit 2,
+    instead of a usage block followed by `prog: error: ...`."""
+
+    def error(self, message):
+        self.exit(2, f"error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def one_line(text) -> str:
+    """A message folded onto one line; an exception whose str() is empty still says what it was."""
+    if isinstance(text, BaseException):
+        text = str(text) or type(text).__name__
+    return " ".join(str(text).split()) or "unknown error"
+
+
 def command_module(name: str):
     return importlib.import_module(COMMANDS[name][0])
 
@@ -56,7 +71,7 @@ def command_module(name: str):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser for `only` (its module imported); every other subcommand is a stub with its
     one-line help, which is all the top-level --help shows."""
-    parser = argparse.ArgumentParser(prog="pokemon-classifier", description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="pokemon-classifier", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         if name != only:
@@ -85,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         return int(mod.main(args) or 0)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a file the user named: a bug, keep the traceback
+            raise
+        # an unreadable input, a full disk, a folder where a file should be: the user's to fix
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        print(f"error: {where}: {one_line(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torchvision.transforms.functional import pil_modes_mapping
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pokemon_classifier.annotations import read_annotations, safe_image_path
+from pokemon_classifier.annotations import read_annotations, safe_image_path, worker_pool
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_save_npy
 from pokemon_classifier.images import load_image
@@ -125,7 +124,7 @@ def build_cache(data_dir, df: pd.DataFrame, pre: dict, workers: int | None = Non
     bar = tqdm(total=len(paths), desc=f"caching {res}px", unit="img", disable=not progress, leave=False)
     errors = []
     if workers > 1 and len(paths) > 64:
-        with ProcessPoolExecutor(workers) as ex:
+        with worker_pool(workers) as ex:  # workers die with us, even on kill -9
             results = ex.map(fn, paths, chunksize=16)
             for i, (a, err) in enumerate(results):
                 arr[i] = a if a is not None else 0

@@ -15,7 +15,7 @@ Hashes are cached on disk keyed by the file's sha256, so a re-run only reads byt
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
+import time
 from pathlib import Path
 
 import imagehash
@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import read_annotations
+from pokemon_classifier.annotations import read_annotations, remove_stale_temps, worker_pool
 from pokemon_classifier.data import resolve_paths
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
@@ -91,7 +91,7 @@ def compute_hashes(paths, workers: int | None = None, cache: HashCache | None = 
         workers = workers or default_workers()
         bar = tqdm(total=len(todo), desc="hashing", unit="img", disable=not progress, leave=False)
         if workers > 1 and len(todo) > 32:
-            with ProcessPoolExecutor(workers) as ex:
+            with worker_pool(workers) as ex:  # workers die with us, even on kill -9
                 results = list(ex.map(_hash_file, todo, chunksize=32))
                 bar.update(len(todo))
         else:
@@ -143,7 +143,7 @@ def group_ids(whole: np.ndarray, crop: np.ndarray, threshold: int = DEFAULT_THRE
 def find_groups(data_dir, df: pd.DataFrame | None = None, threshold: int = DEFAULT_THRESHOLD,
                 workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """DataFrame[img_name, group, pokemon_id, group_size] for every annotated image."""
-    df = read_annotations(data_dir) if df is None else df
+    df = read_annotations(data_dir, purpose="hash") if df is None else df
     paths = resolve_paths(data_dir, df)
     whole, crop = compute_hashes(paths, workers=workers, progress=progress)
     groups = group_ids(whole, crop, threshold)
@@ -164,9 +164,10 @@ def summarize(groups: pd.DataFrame) -> dict:
 
 
 def run(data_dir, out_dir=None, threshold: int = DEFAULT_THRESHOLD, workers=None, echo=print) -> pd.DataFrame:
+    out = Path(out_dir or data_dir) / "dedup.csv"
+    remove_stale_temps(out.parent, [out.name], time.time())  # temp files of a killed earlier run
     groups = find_groups(data_dir, threshold=threshold, workers=workers)
     s = summarize(groups)
-    out = Path(out_dir or data_dir) / "dedup.csv"
     atomic_write_csv(out, groups.sort_values(["group", "img_name"]))
     echo(f"{s['images']} images: {s['groups']} near-duplicate groups (threshold {threshold}) holding "
          f"{s['images_in_groups']} images ({s['redundant_copies']} redundant copies)")
@@ -184,10 +185,13 @@ def check_threshold(t: int) -> None:
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_dir
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("data", help="data folder with annotations.csv and images/")
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="max Hamming distance of 64-bit pHashes")
-    p.add_argument("--out", help="folder for dedup.csv (default: DATA)")
-    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+    p.add_argument("--out", type=out_dir, help="folder for dedup.csv (default: DATA)")
+    p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:

@@ -45,7 +45,7 @@ class Evaluation:
 
 
 def select(data_dir, splits_path=None, split=None) -> pd.DataFrame:
-    df = read_annotations(data_dir)
+    df = read_annotations(data_dir, purpose="evaluate")
     if split:
         from pokemon_classifier.splits import SPLITS_CSV, read_splits
 
@@ -61,9 +61,9 @@ def select(data_dir, splits_path=None, split=None) -> pd.DataFrame:
 def evaluate_frame(clf, data_dir, df, batch_size=64, progress=True) -> Evaluation:
     """Evaluate a predict.Classifier (checkpoint or ONNX) on the rows of `df` (img_name, pokemon_id)."""
     index_of = {dex: i for i, dex in enumerate(clf.class_ids)}
-    unknown = sorted(set(df["pokemon_id"]) - set(index_of))
+    unknown = sorted(int(i) for i in set(df["pokemon_id"]) - set(index_of))  # int: no np.int64(..) in the message
     if unknown:
-        raise UserError(f"the model does not know dex ids {unknown} found in {data_dir}/annotations.csv")
+        raise UserError(f"{Path(data_dir) / 'annotations.csv'}: dex ids {unknown} are not among the model's classes")
     paths = [safe_image_path(Path(data_dir), n) for n in df["img_name"]]
     probs, scores, errors = clf.outputs_paths(paths, batch_size, progress=progress, desc="evaluating")
     ok = np.array([i not in errors for i in range(len(df))], dtype=bool)
@@ -181,11 +181,14 @@ def leak_report(clf, data_dir, splits_path, split="test", batch_size=64, progres
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_dir
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("--weights", help="checkpoint or .onnx export (default: best.pt at the repository root)")
     p.add_argument("--data", type=Path, required=True, help="folder with annotations.csv + images/")
     p.add_argument("--splits", type=Path, help="splits.csv (default: DATA/splits.csv when --split is given)")
     p.add_argument("--split", choices=["train", "val", "test"], help="evaluate only this split (default: every image)")
-    p.add_argument("--out", type=Path, help="report folder: metrics.json, per_class.csv, PNG plots, report.md")
+    p.add_argument("--out", type=out_dir, help="report folder: metrics.json, per_class.csv, PNG plots, report.md")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--leak-report", action="store_true",
                    help="accuracy on test images with vs without a near-duplicate in train")
@@ -195,7 +198,7 @@ def add_arguments(p) -> None:
     p.add_argument("--negatives", type=Path, metavar="DIR",
                    help="add the open-set section: pictures that are not Gen-1 Pokemon (a manifest.csv "
                         "`kind` column splits the rates); the ones calibrate tuned on are left out")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 

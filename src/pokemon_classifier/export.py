@@ -89,7 +89,7 @@ def load_onnx(path, threads: int | None = None):
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{path}: not a loadable ONNX model ({(' '.join(str(e).split()) or type(e).__name__)[:200]})") from None
     props = sess.get_modelmeta().custom_metadata_map
     if META_KEY not in props:
         raise UserError(f"{path}: no {META_KEY} metadata (export it with `pokemon-classifier export`)")
@@ -103,9 +103,12 @@ def load_onnx(path, threads: int | None = None):
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("--weights", help="checkpoint (default: best.pt at the repository root)")
-    p.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--onnx", type=out_file, required=True, help="output .onnx file")
+    p.add_argument("--opset", type=positive_int, default=17)
 
 
 def main(args) -> int:

@@ -1,6 +1,8 @@
 """Atomic writes: write to a temp file beside the target, fsync, then rename.
 
-A crash at any point leaves either the old file or the new one, never half of one.
+A crash at any point leaves either the old file or the new one, never half of one. Also the checks
+every command makes on the files it is given: user CSVs (read_csv_input) and --out paths (out_file,
+out_dir), so that a bad one is a one-line error naming it before any work is done.
 """
 
 from __future__ import annotations
@@ -81,3 +83,56 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_csv_input(path, what: str, dtype=str, keep_default_na: bool = False, **kwargs):
+    """A user-supplied CSV as a DataFrame, or a one-line UserError naming the file (missing, empty, not
+    UTF-8, ragged): pandas' own messages span lines and name no file."""
+    import pandas as pd
+
+    from pokemon_classifier.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        return pd.read_csv(path, dtype=dtype, keep_default_na=keep_default_na, encoding="utf-8", **kwargs)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty file (expected a {what} with a header row)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected a {what})") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise UserError(f"{path}: not a well-formed CSV ({' '.join(str(e).split())})") from None
+
+
+def _check_parents(path: Path) -> None:
+    import argparse
+
+    for parent in path.parents:  # the nearest existing ancestor must be a folder, or mkdir fails later
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{path}: {parent} is a file, not a folder")
+            return
+
+
+def out_file(value) -> Path:
+    """argparse `type=` for an output file: refused at parse time when it names a folder (the final
+    rename would fail after all the work) or lies under a file."""
+    import argparse
+
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a folder (expected a file name)")
+    _check_parents(path)
+    return path
+
+
+def out_dir(value) -> Path:
+    """argparse `type=` for an output folder: refused at parse time when it is an existing file."""
+    import argparse
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file (expected a folder)")
+    _check_parents(path)
+    return path

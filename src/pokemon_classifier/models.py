@@ -108,10 +108,7 @@ def _check_hash_prefix(path: Path) -> None:
 def _load_state_dict_file(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user problem
-        raise UserError(f"{path}: not a loadable weights file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    sd = _torch_load(path, "weights file")
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict):
@@ -141,7 +138,7 @@ def _imagenet_model(arch: str, pretrained: bool, weights_file: str | None) -> nn
         try:
             model.load_state_dict(_load_state_dict_file(path), strict=True)
         except RuntimeError as e:
-            raise UserError(f"{path}: not ImageNet weights for {arch} ({str(e).splitlines()[0]})") from None
+            raise UserError(f"{path}: not ImageNet weights for {arch} ({' '.join(str(e).split())[:200]})") from None
     elif pretrained:
         w = weights_enum.DEFAULT
         try:
@@ -199,20 +196,34 @@ def _is_original_format(sd: dict) -> bool:
     return w is not None and w.shape[0] == 1000 and "features.0.0.weight" in sd
 
 
+def _torch_load(path: Path, what: str):
+    """torch.load(weights_only=True), every failure a one-line UserError `<path>: not a loadable <what>: ...`
+    (torch's own messages can be empty, as for a 0-byte file, or span lines)."""
+    if path.stat().st_size == 0:  # torch says only `EOFError: ` (an empty message) for this one
+        raise UserError(f"{path}: not a loadable {what}: empty file (0 bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is the same user problem
+        msg = (" ".join(str(e).split()) or "no details")[:200]
+        if "Unsupported global" in str(e):  # a pickled Python object; torch names weights_only in every failure
+            raise UserError(f"{path}: refused: the file needs unpickling of arbitrary Python objects, "
+                            f"which can run code; re-save it as a plain state_dict ({msg})") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a legacy pickle
+            raise UserError(f"{path}: not a loadable {what}: not a PyTorch file (it starts with {head!r})") from None
+        if "central directory" in msg or isinstance(e, EOFError):
+            raise UserError(f"{path}: not a loadable {what}: truncated or corrupt (an interrupted copy or save?)") from None
+        raise UserError(f"{path}: not a loadable {what} ({type(e).__name__}: {msg})") from None
+
+
 def read_checkpoint(path) -> dict:
     """The raw dict of a checkpoint file, always with `weights_only=True`: a file that needs
     arbitrary unpickling is refused with a one-line error, as is anything that is not a dict."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0][:200]
-        if "Unsupported global" in str(e):  # a pickled Python object; torch names weights_only in every failure
-            raise UserError(f"{path}: refused: the file needs unpickling of arbitrary Python objects, "
-                            f"which can run code; re-save it as a plain state_dict ({msg})") from None
-        raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {msg})") from None
+        raise UserError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    ck = _torch_load(path, "checkpoint")
     if not isinstance(ck, dict):
         raise UserError(f"{path}: not a checkpoint (got {type(ck).__name__})")
     return ck

@@ -301,21 +301,23 @@ def _fmt_time(t: float) -> str:
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.runtime import fraction, positive_float, positive_int
+
     p.add_argument("paths", nargs="+", help="images, folders (recursive), globs, or videos")
     p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
     fmt.add_argument("--csv", action="store_true", help="CSV: path,dex_id,name,probability,unknown,error")
-    p.add_argument("--threshold", type=float,
+    p.add_argument("--threshold", type=fraction,
                    help="top-probability floor for an answer (default: the checkpoint's; 0 disables)")
     p.add_argument("--no-open-set", dest="open_set", action="store_false",
                    help="ignore the checkpoint's open-set score (unknown only by --threshold)")
     p.add_argument("--lang", help="names, genus and types in this language (en de fr es it ja ko zh-Hans zh-Hant ...; "
                                   "default: English); JSON gains display_name, genus, types")
-    p.add_argument("--fps", type=float, default=2.0, help="frames per second sampled from videos")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--fps", type=positive_float, default=2.0, help="frames per second sampled from videos")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
@@ -325,6 +327,8 @@ def main(args) -> int:
     if args.lang is not None and pokedex.normalize_language(args.lang) is None:
         raise UserError(f"--lang {args.lang}: not a supported language ({', '.join(pokedex.LANGUAGES)})")
     paths = expand_inputs(args.paths)
+    if not paths:  # an empty folder: nothing was tried, so no per-file lines would say why it printed nothing
+        raise UserError(f"{' '.join(map(str, args.paths))}: no files to classify (empty folder)")
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
                           open_set=args.open_set)
     videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]

@@ -89,3 +89,44 @@ def loader_workers() -> int:
 def cache_dir() -> Path:
     """Decoded images, hashes and features, keyed by content ($POKEMON_CLASSIFIER_CACHE overrides)."""
     return Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
+
+
+# ---------------------------------------------------------------- argparse `type=` checks
+# One set of number checks for every command, so `--batch-size 0`, `--lr nan` or `--fps inf` are a
+# one-line error at parse time naming the flag, never a traceback from deep inside torch.
+
+def _number(kind, value: str, ok, expected: str):
+    import argparse
+    import math
+
+    try:
+        x = kind(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not {expected}") from None
+    if isinstance(x, float) and not math.isfinite(x) or not ok(x):
+        raise argparse.ArgumentTypeError(f"{value!r} is not {expected}")
+    return x
+
+
+def positive_int(value: str) -> int:
+    return _number(int, value, lambda x: x >= 1, "a whole number of at least 1")
+
+
+def nonnegative_int(value: str) -> int:
+    return _number(int, value, lambda x: x >= 0, "a whole number of at least 0")
+
+
+def positive_float(value: str) -> float:
+    return _number(float, value, lambda x: x > 0, "a finite number above 0")
+
+
+def nonnegative_float(value: str) -> float:
+    return _number(float, value, lambda x: x >= 0, "a finite number of at least 0")
+
+
+def finite_float(value: str) -> float:
+    return _number(float, value, lambda x: True, "a finite number")
+
+
+def fraction(value: str) -> float:
+    return _number(float, value, lambda x: 0 <= x <= 1, "a number from 0 to 1")

@@ -587,21 +587,23 @@ class Downloader:
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.runtime import nonnegative_float, nonnegative_int, positive_float, positive_int
+
     p.add_argument("data", type=Path, help="data folder; images go to DATA/images/<name><NNN>.<ext>")
     p.add_argument("--provider", default="bing,duckduckgo",
                    help="bing, duckduckgo, urls, or a comma-separated fallback chain")
     p.add_argument("--url-list", type=Path, help="file of URLs (one per line, or url,class) for --provider urls")
     p.add_argument("--classes", nargs="+", help="names or dex ids, spaces or commas between (default: all 151)")
-    p.add_argument("--per-class", type=int, default=100, help="target images per class")
+    p.add_argument("--per-class", type=positive_int, default=100, help="target images per class")
     p.add_argument("--query-template", default="{name} pokemon", help="{name}, {slug} and {id} are filled in")
-    p.add_argument("--min-size", type=int, default=64, help="minimum width and height in px")
-    p.add_argument("--workers", type=int, default=16, help="concurrent downloads")
-    p.add_argument("--per-host", type=int, default=8, help="max concurrent requests to one host")
-    p.add_argument("--search-interval", type=float, default=1.0, help="seconds between search requests per engine")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds one socket read may wait")
-    p.add_argument("--deadline", type=float, default=30.0, help="seconds one image download may take in all")
-    p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--max-mb", type=float, default=20.0, help="largest body accepted")
+    p.add_argument("--min-size", type=nonnegative_int, default=64, help="minimum width and height in px")
+    p.add_argument("--workers", type=positive_int, default=16, help="concurrent downloads")
+    p.add_argument("--per-host", type=positive_int, default=8, help="max concurrent requests to one host")
+    p.add_argument("--search-interval", type=nonnegative_float, default=1.0, help="seconds between search requests per engine")
+    p.add_argument("--timeout", type=positive_float, default=15.0, help="seconds one socket read may wait")
+    p.add_argument("--deadline", type=positive_float, default=30.0, help="seconds one image download may take in all")
+    p.add_argument("--retries", type=nonnegative_int, default=3)
+    p.add_argument("--max-mb", type=positive_float, default=20.0, help="largest body accepted")
     p.add_argument("--user-agent", default=DEFAULT_UA)
     p.add_argument("--base-url", action="append", default=[], metavar="PROVIDER=URL",
                    help="override a provider's base URL (mirrors, tests)")

@@ -101,13 +101,16 @@ def make_soup(paths, out, data=None, splits=None, greedy: bool = True, batch_siz
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("checkpoints", nargs="+", help="best.pt files of runs with the same arch, classes and image size")
-    p.add_argument("--out", type=Path, required=True, help="where to write the soup checkpoint")
+    p.add_argument("--out", type=out_file, required=True, help="where to write the soup checkpoint")
     p.add_argument("--data", type=Path, help="with --data: score each run and the soup on the validation split")
     p.add_argument("--splits", type=Path, help="splits.csv (default: DATA/splits.csv)")
     p.add_argument("--uniform", dest="greedy", action="store_false",
                    help="with --data: average every run instead of the greedy choice")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 

@@ -15,6 +15,7 @@ in train.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
+from pokemon_classifier.annotations import remove_stale_temps
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_write_csv
+from pokemon_classifier.fileio import atomic_write_csv, read_csv_input
 
 SPLITS = ("train", "val", "test")
 SPLITS_CSV = "splits.csv"
@@ -134,7 +136,7 @@ def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: splits file not found (run `pokemon-classifier split`)")
-    df = pd.read_csv(path, dtype={"img_name": str, "split": str})
+    df = read_csv_input(path, "splits file (img_name,split)", dtype={"img_name": str, "split": str})
     if list(df.columns[:2]) != ["img_name", "split"]:
         raise UserError(f"{path}: header must be img_name,split")
     bad = ~df["split"].isin(SPLITS)
@@ -153,13 +155,14 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
     from pokemon_classifier import dedup
 
     thr = dedup.DEFAULT_THRESHOLD if threshold is None else threshold
+    path = Path(out) if out else Path(data_dir) / SPLITS_CSV
+    remove_stale_temps(path.parent, [path.name], time.time())  # temp files of a killed earlier run
     groups = dedup.find_groups(data_dir, threshold=thr, workers=workers)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = make_splits(groups, val, test, seed, random)
     for w in caught:
         echo(f"warning: {w.message}")
-    path = Path(out) if out else Path(data_dir) / SPLITS_CSV
     atomic_write_csv(path, splits)
     counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
     kind = f"{KINDS[random]} (leaky, for comparison)" if random else KINDS[random]
@@ -170,17 +173,21 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
 
 
 def add_arguments(p) -> None:
+    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.runtime import positive_int
+
     p.add_argument("data", help="data folder with annotations.csv and images/")
     p.add_argument("--val", type=float, default=0.15, help="fraction for validation")
     p.add_argument("--test", type=float, default=0.15, help="fraction for test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", action="store_true", help="the original leaky random split (for comparison)")
     p.add_argument("--threshold", type=int, default=None, help="near-duplicate threshold (default: dedup's)")
-    p.add_argument("--out", type=Path, help="output CSV (default: DATA/splits.csv)")
-    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores, at most 8)")
+    p.add_argument("--out", type=out_file, help="output CSV (default: DATA/splits.csv)")
+    p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:
+    _check_fractions(args.val, args.test)  # before hashing, which can take minutes
     if args.threshold is not None:
         from pokemon_classifier.dedup import check_threshold
 

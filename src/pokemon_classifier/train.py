@@ -36,10 +36,12 @@ from pokemon_classifier import __version__, pokedex
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.data import TensorDataset8, build_cache, fingerprint
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, subplots
-from pokemon_classifier.models import ARCHS, build_model, freeze_stages, preprocessing, set_frozen_bn_eval
+from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, out_dir, subplots
+from pokemon_classifier.models import (ARCHS, build_model, freeze_stages, preprocessing, read_checkpoint,
+                                       set_frozen_bn_eval)
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
 from pokemon_classifier.runtime import DEVICE_HELP, all_sum, init_distributed, loader_workers, local_rank, pick_device  # noqa: F401
+from pokemon_classifier.runtime import fraction, nonnegative_int, positive_float, positive_int
 from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
 
 
@@ -48,35 +50,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", type=Path, help="data folder (annotations.csv + images/)")
     g.add_argument("--splits", type=Path, help="splits.csv (default: DATA/splits.csv, else made group-aware into OUT)")
     g.add_argument("--augment", choices=AUGMENTS, default="light")
-    g.add_argument("--img-size", type=int, default=None, help="training/eval crop size (default: the arch's, 224)")
-    g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized to the machine)")
+    g.add_argument("--img-size", type=positive_int, default=None, help="training/eval crop size (default: the arch's, 224)")
+    g.add_argument("--workers", type=nonnegative_int, default=None, help="DataLoader workers (default: sized to the machine)")
     g.add_argument("--config", type=Path, help="YAML file whose keys set these options (flags win)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=list(ARCHS), default="mobilenet_v3_large")
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
     g.add_argument("--weights-file", help="local ImageNet state_dict for --arch (implies --pretrained)")
-    g.add_argument("--freeze", type=int, default=0, help="freeze the stem and the first N stages")
+    g.add_argument("--freeze", type=nonnegative_int, default=0, help="freeze the stem and the first N stages")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None,
+    g.add_argument("--epochs", type=positive_int, default=None,
                    help="default 25; with --resume, a larger number extends a run (the schedule continues)")
-    g.add_argument("--batch-size", type=int, default=64, help="per process")
-    g.add_argument("--micro-batch", type=int, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=64, help="per process")
+    g.add_argument("--micro-batch", type=positive_int, default=None,
                    help="split each batch into chunks of this size and accumulate gradients: the same update "
                         "(BatchNorm statistics come from each chunk), ~2x faster on CPU where big activations "
                         "fall out of cache (default: 16 on CPU, off on GPU)")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--gamma", type=float, default=0.9, help="ExponentialLR decay per epoch")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--lr", type=positive_float, default=1e-3)
+    g.add_argument("--gamma", type=positive_float, default=0.9, help="ExponentialLR decay per epoch")
+    g.add_argument("--label-smoothing", type=fraction, default=0.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--init-seed", type=int, default=None,
                    help="seed of the new head's initialisation (default: --seed); soup ingredients should share it "
                         "and differ in --seed (data order, augmentation)")
     g = p.add_argument_group("run")
-    g.add_argument("--out", type=Path, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
+    g.add_argument("--out", type=out_dir, help="output folder (best.pt, last.pt, metrics.csv, curves.png)")
     g.add_argument("--resume", type=Path, help="continue from OUT/last.pt at the next epoch")
     g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
     g.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop an epoch early
 
@@ -204,9 +206,11 @@ def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({(str(e).splitlines() or ['?'])[0]})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected a YAML config)") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: expected `option: value` lines")
     actions = {a.dest: a for a in parser._actions}
@@ -217,6 +221,11 @@ def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
             raise UserError(f"{path}: unknown option {k!r}")
         if actions[k].choices is not None and v not in actions[k].choices:
             raise UserError(f"{path}: {k}: {v!r} is not one of {', '.join(map(str, actions[k].choices))}")
+        if v is not None and callable(actions[k].type) and actions[k].type is not Path:
+            try:  # the flag's own check (positive, finite, a folder...): YAML values get no less
+                v = actions[k].type(str(v))
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+                raise UserError(f"{path}: {k}: {e}") from None
         out[k] = Path(v) if k in PATH_OPTIONS and v else v
     return out
 
@@ -312,8 +321,8 @@ def load_resume(args) -> dict | None:
         return None
     if not args.resume.is_file():
         raise UserError(f"--resume {args.resume}: file not found")
-    ck = torch.load(args.resume, map_location="cpu", weights_only=True)
-    if "optimizer" not in ck:
+    ck = read_checkpoint(args.resume)
+    if "optimizer" not in ck or not isinstance(ck.get("args"), dict):
         raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
     keep = {"resume", "device", "workers", "progress", "threads", "max_batches", "micro_batch"}
     if args.epochs is not None:
@@ -395,10 +404,13 @@ def check_args(args) -> None:
         raise UserError("--data DATA is required (a folder with annotations.csv and images/)")
     if not args.out:
         raise UserError("--out OUT is required (where best.pt, last.pt and metrics go)")
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+    if not (args.epochs >= 1 and args.batch_size >= 1 and args.lr > 0 and np.isfinite(args.lr)):
         raise UserError("--epochs, --batch-size and --lr must be positive")
     if args.weights_file:
         args.pretrained = True
+        if not args.resume:  # a resumed run starts from last.pt and never reads the file again
+            # loaded once here so that a bad file is refused before minutes of hashing and caching
+            build_model(args.arch, pretrained=True, weights_file=args.weights_file)
 
 
 # ---------------------------------------------------------------- main
@@ -420,7 +432,7 @@ def main(args) -> int:
         for stale in args.out.glob(".*.tmp"):  # left by a run killed mid-write; the real files are intact
             stale.unlink(missing_ok=True)
 
-    df = read_annotations(args.data)
+    df = read_annotations(args.data, purpose="train on")
     splits, splits_path = prepare_splits(args, df, rank)
     df = df.merge(splits, on="img_name", how="left")
     pre = preprocessing(args.arch, args.img_size)

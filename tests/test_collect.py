@@ -135,3 +135,28 @@ def test_https_key_is_removed_when_the_server_is_terminated():
     key = Path(r.stdout.strip())
     assert r.returncode == 128 + 15 and key.name == "key.pem", r.stderr
     assert not key.parent.exists()
+
+
+def test_annotate_add_merges_a_collected_folder_once(tmp_path):
+    from conftest import run_cli
+    from pokemon_classifier.collect import Collector
+    from pokemon_classifier.synthetic import draw_shape, make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=3)
+    before = pd.read_csv(data / "annotations.csv")
+    col = Collector(tmp_path / "collected")
+    for dex, colour in ((25, (240, 210, 30)), (25, (230, 200, 40))):
+        b = io.BytesIO()
+        draw_shape("diamond", colour).save(b, "PNG")
+        col.save(b.getvalue(), dex)
+    code, out, err = run_cli("annotate", data, "--add", tmp_path / "collected")
+    assert code == 0, err
+    after = pd.read_csv(data / "annotations.csv")
+    new = sorted(set(after["img_name"]) - set(before["img_name"]))
+    assert len(new) == 2 and all(n.startswith("pikachu") and n.endswith(".png") for n in new)
+    assert set(after.loc[after["img_name"].isin(new), "pokemon_id"]) == {25}
+    assert all((data / "images" / n).is_file() for n in new)
+    code, out, err = run_cli("annotate", data, "--add", tmp_path / "collected")  # twice: nothing new
+    assert code == 0 and len(pd.read_csv(data / "annotations.csv")) == len(after)
+    code, out, err = run_cli("annotate", data, "--add", tmp_path / "nowhere")
+    assert code == 2 and err.startswith("error:") and "nowhere" in err

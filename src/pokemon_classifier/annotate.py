@@ -4,6 +4,7 @@ examples:
   pokemon-classifier annotate data/
   pokemon-classifier annotate data/ --min-per-class 30
   pokemon-classifier annotate --from-folders PokemonData/ --out data/    # Kaggle class-per-folder tree
+  pokemon-classifier annotate data/ --add data/collected                # merge pictures kept by serve --collect
 
 The work is in annotations.py; this module is only the subcommand.
 """
@@ -20,6 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=out_dir, help="destination data folder for --from-folders")
     p.add_argument("--strict", action="store_true",
                    help="with --from-folders: refuse folders that are not Gen-1 Pokemon instead of skipping them")
+    p.add_argument("--add", metavar="SRC", help="copy SRC's annotated pictures (e.g. a `serve --collect` folder) "
+                   "into DATA under the next free numbers, skipping files already there")
     p.add_argument("--min-per-class", type=nonnegative_int, default=15, help="warn for classes with fewer images")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
 
@@ -36,5 +39,11 @@ def main(args) -> int:
         return 0
     if not args.data:
         raise UserError("give the data folder: pokemon-classifier annotate DATA")
+    if args.add:
+        from pokemon_classifier.collect import Collector
+
+        annotations.read_annotations(args.data)  # DATA must already be a data folder
+        Collector(args.data, max_bytes=1 << 62).add_folder(args.add)
+        return 0
     annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
     return 0

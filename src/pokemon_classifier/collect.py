@@ -93,3 +93,28 @@ class Collector:
                     os.unlink(img_dir / name)  # no image without its row
                 raise
         return name
+
+    def add_folder(self, src, echo=print) -> tuple[int, int]:
+        """`annotate DATA --add SRC`: copy every annotated picture of SRC (e.g. a --collect folder) into
+        this data folder under the next free numbers, so `split` and `train` see both. Files whose bytes
+        are already here are skipped, so running it twice adds nothing. Returns (added, skipped)."""
+        from pokemon_classifier.annotations import safe_image_path
+        from pokemon_classifier.fileio import sha256_file
+
+        src = Path(src)
+        rows = read_annotations(src, purpose="add")
+        have = {sha256_file(p) for p in (self.dir / IMAGES).rglob("*") if p.is_file()}
+        added = skipped = 0
+        for name, dex in zip(rows["img_name"], rows["pokemon_id"]):
+            path = safe_image_path(src, name)
+            if not path.is_file():
+                raise UserError(f"{path}: listed in {src / ANNOTATIONS} but missing")
+            digest = sha256_file(path)
+            if digest in have:
+                skipped += 1
+                continue
+            self.save(path.read_bytes(), int(dex))
+            have.add(digest)
+            added += 1
+        echo(f"added {added} pictures from {src} to {self.dir} ({skipped} already there)")
+        return added, skipped

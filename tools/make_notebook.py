@@ -49,8 +49,8 @@ runs into a **model soup**, **calibrate** it, **evaluate** it on the test split 
 
 It runs in one of two modes, chosen in the first cell:
 
-* **quick** (the default, about 2 minutes on a 2-core CPU; the committed outputs come from it):
-  you watch a model learn. The ImageNet-pretrained EfficientNet-Lite0 backbone turns a subset of
+* **quick** (the default; a few minutes on a 2-core CPU, most of it spent running the backbone;
+  the committed outputs come from it): you watch a model learn. The ImageNet-pretrained EfficientNet-Lite0 backbone turns a subset of
   the pictures (8 per class for training, 1 for validation, 2 for test) into 1,280 numbers each,
   once; then a fresh 151-way linear layer on top of those features is trained for 15 epochs with
   the package's own training loop, loss and schedule. It ends far above chance (1 in 151) but
@@ -188,11 +188,11 @@ print(sub["split"].value_counts().to_dict(), f"images of {N_CLASSES} classes; ch
 A network pretrained on ImageNet already turns a picture into a useful description: the 1,280
 numbers its last layer sees (its *features*). `features.extract_features` runs the frozen
 EfficientNet-Lite0 backbone once over the training and validation pictures (224 px) and caches
-the result on disk, keyed by the files' content; this is the slow part (most of a minute on 2
-cores; instant the second time).
+the result on disk, keyed by the files' content; this is the slow part (about a minute on 2 free
+cores, longer on a busy machine; instant the second time, as in the committed output).
 
-Training then touches only a fresh 151-way linear layer, `model.classifier`, so an epoch takes
-milliseconds. It uses the package's own pieces, which `pokemon-classifier train` runs too:
+Training then touches only a fresh 151-way linear layer, `model.classifier`, so an epoch is a
+matter of seconds, most of them spent writing the checkpoints. It uses the package's own pieces, which `pokemon-classifier train` runs too:
 `train_one_epoch` and `evaluate` (one pass over the data, loss and top-1), cross-entropy with
 label smoothing 0.1, Adam, `ExponentialLR(0.9)` stepped per epoch, and the `CheckpointSaver`,
 which keeps the epoch of lowest validation loss in `best.pt` and writes `metrics.csv` and

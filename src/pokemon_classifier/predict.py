@@ -301,7 +301,7 @@ def _fmt_time(t: float) -> str:
 
 
 def add_arguments(p) -> None:
-    from pokemon_classifier.runtime import fraction, positive_float, positive_int
+    from pokemon_classifier.runtime import nonnegative_float, positive_float, positive_int
 
     p.add_argument("paths", nargs="+", help="images, folders (recursive), globs, or videos")
     p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
@@ -310,7 +310,7 @@ def add_arguments(p) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
     fmt.add_argument("--csv", action="store_true", help="CSV: path,dex_id,name,probability,unknown,error")
-    p.add_argument("--threshold", type=fraction,
+    p.add_argument("--threshold", type=nonnegative_float,
                    help="top-probability floor for an answer (default: the checkpoint's; 0 disables)")
     p.add_argument("--no-open-set", dest="open_set", action="store_false",
                    help="ignore the checkpoint's open-set score (unknown only by --threshold)")

@@ -1,15 +1,20 @@
-"""Group near-duplicate images by perceptual hash (whole image and content box).
+"""Group near-duplicate images: perceptual hashes (like with like and crosswise) plus backbone embeddings.
 
     pokemon-classifier dedup data/
-    pokemon-classifier dedup data/ --threshold 6 --out reports/
+    pokemon-classifier dedup data/ --threshold 6 --embed-threshold 0.95 --out reports/
+    pokemon-classifier dedup data/ --hash-only          # the v1 grouping (pHash <= 4, like with like)
 
-Writes dedup.csv (img_name, group, pokemon_id, group_size) and lists groups that span classes.
-Hashes are cached by file content (~/.cache/pokemon-classifier or $POKEMON_CLASSIFIER_CACHE).
+Writes dedup.csv (img_name, group, pokemon_id, group_size, hash_group, embed_group) and lists groups
+that span classes. Hashes and features are cached (~/.cache/pokemon-classifier or $POKEMON_CLASSIFIER_CACHE).
 
-For every image: 64-bit pHash of the whole image and of the image cropped to its content box
-(the same picture re-framed or padded differently). Two images are near-duplicates when either
-Hamming distance is <= threshold; groups are connected components of that graph (union-find).
-Hashes are cached on disk keyed by the file's sha256, so a re-run only reads bytes.
+Two passes, merged into one graph whose connected components (union-find) are the groups:
+- hash: 64-bit pHash of the whole image and of its content box. Two images are near-duplicates when
+  any of whole~whole, box~box, whole~box or box~whole is within `threshold` bits: comparing crosswise
+  catches a render that one source padded and another cropped tight.
+- embedding: cosine similarity of ImageNet efficientnet_lite0 features (the ones `clean` caches,
+  features.extract_features) >= `embed_threshold`: catches recoloured or rescaled copies whose hashes
+  drift apart. The default threshold was chosen by eye on the shared data (README, "Near-duplicates").
+`hash_group` and `embed_group` keep each pass's own components so a leak can be reported per measure.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha25
 from pokemon_classifier.images import load_image
 from pokemon_classifier.runtime import cache_dir, default_workers
 
-DEFAULT_THRESHOLD = 4
+DEFAULT_THRESHOLD = 6  # with imagehash's pHash the recoloured/re-cropped copies of issue 16 sit at 6 bits
+DEFAULT_EMBED_THRESHOLD = 0.88
+LEGACY_THRESHOLD = 4  # --hash-only: the grouping behind the v1 split (like with like, no embeddings)
 HASH_VERSION = "phash8-v1"
 
 
@@ -129,27 +136,80 @@ def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[n
     return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.array([], int), np.array([], int))
 
 
-def group_ids(whole: np.ndarray, crop: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Connected components over the near-duplicate graph; singletons get their own id."""
-    n = len(whole)
+def cross_pairs(a: np.ndarray, b: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j), i < j, with Hamming(a[i], b[j]) <= threshold or Hamming(b[i], a[j]) <= threshold."""
+    rows, cols = [], []
+    for start in range(0, len(a), chunk):
+        i, j = np.nonzero(np.bitwise_count(a[start:start + chunk, None] ^ b[None, :]) <= threshold)
+        i = i + start
+        keep = i != j
+        rows.append(np.minimum(i[keep], j[keep]))
+        cols.append(np.maximum(i[keep], j[keep]))
+    return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.array([], int), np.array([], int))
+
+
+def hash_pairs(whole: np.ndarray, crop: np.ndarray, threshold: int, crosswise: bool = True):
     r1, c1 = near_pairs(whole, threshold)
     r2, c2 = near_pairs(crop, threshold)
-    r, c = np.concatenate([r1, r2]), np.concatenate([c1, c2])
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels
+    parts = [(r1, c1), (r2, c2)] + ([cross_pairs(whole, crop, threshold)] if crosswise else [])
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def find_groups(data_dir, df: pd.DataFrame | None = None, threshold: int = DEFAULT_THRESHOLD,
-                workers: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """DataFrame[img_name, group, pokemon_id, group_size] for every annotated image."""
+def normalize(feats: np.ndarray) -> np.ndarray:
+    f = np.asarray(feats, dtype=np.float32)
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+def embed_pairs(feats: np.ndarray, threshold: float, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j), i < j, with cosine(feats[i], feats[j]) >= threshold (chunked, never the full matrix)."""
+    f = normalize(feats)
+    rows, cols = [], []
+    for start in range(0, len(f), chunk):
+        i, j = np.nonzero(f[start:start + chunk] @ f.T >= threshold)
+        i = i + start
+        keep = i < j
+        rows.append(i[keep])
+        cols.append(j[keep])
+    return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.array([], int), np.array([], int))
+
+
+def components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph on n nodes; singletons get their own id."""
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def group_ids(whole: np.ndarray, crop: np.ndarray, threshold: int = DEFAULT_THRESHOLD,
+              crosswise: bool = True) -> np.ndarray:
+    """Connected components over the hash near-duplicate graph; singletons get their own id."""
+    return components(len(whole), *hash_pairs(whole, crop, threshold, crosswise))
+
+
+def find_groups(data_dir, df: pd.DataFrame | None = None, threshold: int | None = None,
+                workers: int | None = None, progress: bool = True,
+                embed_threshold: float | None = DEFAULT_EMBED_THRESHOLD, hash_only: bool = False) -> pd.DataFrame:
+    """DataFrame[img_name, group, pokemon_id, group_size, hash_group(, embed_group)] for every annotated image.
+
+    hash_only reproduces the v1 grouping exactly (like-with-like pHash, threshold 4 unless given, no
+    embeddings); embed_threshold None or 0 skips the embedding pass."""
     df = read_annotations(data_dir, purpose="hash") if df is None else df
+    threshold = (LEGACY_THRESHOLD if hash_only else DEFAULT_THRESHOLD) if threshold is None else threshold
     paths = resolve_paths(data_dir, df)
     whole, crop = compute_hashes(paths, workers=workers, progress=progress)
-    groups = group_ids(whole, crop, threshold)
-    out = pd.DataFrame({"img_name": df["img_name"].to_numpy(), "group": groups,
+    hr, hc = hash_pairs(whole, crop, threshold, crosswise=not hash_only)
+    n = len(df)
+    hash_group = components(n, hr, hc)
+    out = pd.DataFrame({"img_name": df["img_name"].to_numpy(), "group": hash_group,
                         "pokemon_id": df["pokemon_id"].to_numpy()})
     out["group_size"] = out.groupby("group")["img_name"].transform("size")
+    out["hash_group"] = hash_group
+    if embed_threshold and not hash_only:
+        from pokemon_classifier.features import extract_features
+
+        er, ec = embed_pairs(extract_features(data_dir, df, progress=progress), embed_threshold)
+        out["embed_group"] = components(n, er, ec)
+        out["group"] = components(n, np.concatenate([hr, er]), np.concatenate([hc, ec]))
+        out["group_size"] = out.groupby("group")["img_name"].transform("size")
     return out
 
 
@@ -163,13 +223,23 @@ def summarize(groups: pd.DataFrame) -> dict:
             "cross_class": [sorted(dup[dup["group"] == g]["img_name"].tolist()) for g in cross]}
 
 
-def run(data_dir, out_dir=None, threshold: int = DEFAULT_THRESHOLD, workers=None, echo=print) -> pd.DataFrame:
+def describe(threshold: int | None, embed_threshold: float | None, hash_only: bool) -> str:
+    if hash_only:
+        return f"pHash <= {LEGACY_THRESHOLD if threshold is None else threshold}, like with like only"
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    return f"pHash <= {t} incl. crosswise" + (f", cosine >= {embed_threshold}" if embed_threshold else "")
+
+
+def run(data_dir, out_dir=None, threshold: int | None = None, workers=None, echo=print,
+        embed_threshold: float | None = DEFAULT_EMBED_THRESHOLD, hash_only: bool = False) -> pd.DataFrame:
     out = Path(out_dir or data_dir) / "dedup.csv"
     remove_stale_temps(out.parent, [out.name], time.time())  # temp files of a killed earlier run
-    groups = find_groups(data_dir, threshold=threshold, workers=workers)
+    groups = find_groups(data_dir, threshold=threshold, workers=workers, embed_threshold=embed_threshold,
+                         hash_only=hash_only)
     s = summarize(groups)
     atomic_write_csv(out, groups.sort_values(["group", "img_name"]))
-    echo(f"{s['images']} images: {s['groups']} near-duplicate groups (threshold {threshold}) holding "
+    echo(f"{s['images']} images: {s['groups']} near-duplicate groups "
+         f"({describe(threshold, embed_threshold, hash_only)}) holding "
          f"{s['images_in_groups']} images ({s['redundant_copies']} redundant copies)")
     echo(f"{s['cross_class_groups']} groups span more than one class (likely label errors):")
     name_of = dict(zip(groups["img_name"], groups["pokemon_id"]))
@@ -184,17 +254,42 @@ def check_threshold(t: int) -> None:
         raise UserError(f"--threshold {t} must be 0..64 (bits of a 64-bit hash)")
 
 
+def check_embed_threshold(t: float) -> None:
+    if not 0 <= t <= 1:
+        raise UserError(f"--embed-threshold {t} must be a cosine similarity in 0..1 (0 turns the pass off)")
+
+
+def add_grouping_arguments(p) -> None:
+    """The near-duplicate flags `dedup` and `split` share."""
+    p.add_argument("--threshold", type=int, default=None,
+                   help=f"max Hamming distance of 64-bit pHashes (default {DEFAULT_THRESHOLD}; "
+                        f"{LEGACY_THRESHOLD} with --hash-only)")
+    p.add_argument("--embed-threshold", type=float, default=DEFAULT_EMBED_THRESHOLD,
+                   help=f"min cosine similarity of backbone features (default {DEFAULT_EMBED_THRESHOLD}; 0: no "
+                        "embedding pass)")
+    p.add_argument("--hash-only", action="store_true",
+                   help="the v1 grouping: like-with-like pHash only, no crosswise or embedding pass "
+                        "(reproduces the split the v1 best.pt was trained on)")
+
+
+def check_grouping_arguments(args) -> None:
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    check_embed_threshold(args.embed_threshold)
+
+
 def add_arguments(p) -> None:
     from pokemon_classifier.fileio import out_dir
     from pokemon_classifier.runtime import positive_int
 
     p.add_argument("data", help="data folder with annotations.csv and images/")
-    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="max Hamming distance of 64-bit pHashes")
+    add_grouping_arguments(p)
     p.add_argument("--out", type=out_dir, help="folder for dedup.csv (default: DATA)")
     p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:
-    check_threshold(args.threshold)
-    run(args.data, args.out, threshold=args.threshold, workers=args.workers)
+    check_grouping_arguments(args)
+    run(args.data, args.out, threshold=args.threshold, workers=args.workers,
+        embed_threshold=args.embed_threshold, hash_only=args.hash_only)
     return 0

@@ -156,10 +156,18 @@ def leak_split(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str 
     from pokemon_classifier import dedup
     from pokemon_classifier.splits import duplicate_in_train
 
+    return leak_measures(data_dir, df_all, splits, split)["any"]
+
+
+def leak_measures(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """For images of `split`: leaked under the merged groups ('any'), the hash and the embedding measure."""
+    from pokemon_classifier import dedup
+    from pokemon_classifier.splits import leaks_by_measure
+
     groups = dedup.find_groups(data_dir, df_all, progress=False).merge(splits, on="img_name")
-    leaked = duplicate_in_train(groups, groups["split"])
+    leaks = leaks_by_measure(groups, groups["split"])
     part = (groups["split"] == split).to_numpy()
-    return pd.Series(leaked[part], index=groups["img_name"].to_numpy()[part])
+    return leaks[part].set_axis(groups["img_name"].to_numpy()[part])
 
 
 def leak_report(clf, data_dir, splits_path, split="test", batch_size=64, progress=True) -> dict:
@@ -167,7 +175,8 @@ def leak_report(clf, data_dir, splits_path, split="test", batch_size=64, progres
 
     df_all = read_annotations(data_dir)
     sp = read_splits(splits_path, df_all)
-    leaked = leak_split(data_dir, df_all, sp, split)
+    measures = leak_measures(data_dir, df_all, sp, split)
+    leaked = measures["any"]
     df = df_all.merge(sp, on="img_name")
     df = df[df["split"] == split].reset_index(drop=True)
     ev = evaluate_frame(clf, data_dir, df, batch_size, progress)
@@ -175,7 +184,9 @@ def leak_report(clf, data_dir, splits_path, split="test", batch_size=64, progres
     correct = ev.probs.argmax(1) == ev.y
     return {"split": split, "n": int(len(ev.y)), "top1": float(correct.mean()),
             "with_duplicate_in_train": {"n": int(mask.sum()), "top1": float(correct[mask].mean()) if mask.any() else None},
-            "without_duplicate_in_train": {"n": int((~mask).sum()), "top1": float(correct[~mask].mean()) if (~mask).any() else None}}
+            "without_duplicate_in_train": {"n": int((~mask).sum()), "top1": float(correct[~mask].mean()) if (~mask).any() else None},
+            "by_measure": {m: int(measures[m].sum()) for m in measures.columns if m != "any"},
+            "leaked_images": sorted(measures.index[measures["any"].to_numpy()])}
 
 
 # ---------------------------------------------------------------- CLI
@@ -223,6 +234,8 @@ def main(args) -> int:
             print(f"{rep['split']}: {rep['n']} images, top-1 {rep['top1']:.4f}")
             print(f"  with a near-duplicate in train:    {w['n']:5d} images, top-1 {fmt(w)}")
             print(f"  without a near-duplicate in train: {c['n']:5d} images, top-1 {fmt(c)}")
+            print("  near-duplicate measures: " + ", ".join(f"{m} {k}" for m, k in rep["by_measure"].items())
+                  + " (merged groups: pHash incl. crosswise + embedding cosine; see `dedup`)")
         return 0
     df = select(args.data, args.splits, args.split)
     ev = evaluate_frame(clf, args.data, df, args.batch_size, progress)

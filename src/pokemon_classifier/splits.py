@@ -3,9 +3,12 @@
     pokemon-classifier split data/
     pokemon-classifier split data/ --seed 1 --val 0.1 --test 0.2
     pokemon-classifier split data/ --random --out data/splits_random.csv
+    pokemon-classifier split data/ --hash-only --out data/splits_v1.csv   # the split v1 best.pt saw
+    pokemon-classifier split data/ --leak-report data/splits_v1.csv       # measure an existing split
 
 Writes splits.csv (img_name, split) and prints a leak report: val/test images with a
-near-duplicate in train (0 for this split; --random shows the original project's leak).
+near-duplicate in train, under the merged groups and per measure (hash incl. crosswise, embedding);
+0 for this split; --random shows the original project's leak.
 
 Group-aware: every near-duplicate group (dedup.py) lands wholly in one split, stratified by class
 (a group counts for its majority class). `--random` reproduces the original project's leaky split
@@ -102,23 +105,42 @@ def _check_fractions(val: float, test: float) -> None:
         raise UserError(f"--val {val} and --test {test} must be fractions with val + test < 1")
 
 
-def duplicate_in_train(groups: pd.DataFrame, split: pd.Series) -> np.ndarray:
-    """Per row of `groups`: True when its near-duplicate group has a member in train (train rows
+def duplicate_in_train(groups: pd.DataFrame, split: pd.Series, column: str = "group") -> np.ndarray:
+    """Per row of `groups`: True when its near-duplicate group (`column`) has a member in train (train rows
     themselves are True; callers look at val/test rows)."""
     g = groups.reset_index(drop=True).assign(split=split.to_numpy())
-    train_groups = set(g.loc[g["split"] == "train", "group"])
-    return g["group"].isin(train_groups).to_numpy()
+    train_groups = set(g.loc[g["split"] == "train", column])
+    return g[column].isin(train_groups).to_numpy()
+
+
+MEASURES = {"hash": "hash_group", "embedding": "embed_group"}
+
+
+def leaks_by_measure(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    """Per row: leaked under the merged groups ('any') and under each measure dedup computed."""
+    out = {"any": duplicate_in_train(groups, split)}
+    for name, col in MEASURES.items():
+        if col in groups.columns:
+            out[name] = duplicate_in_train(groups, split, col)
+    return pd.DataFrame(out)
 
 
 def leak_report(groups: pd.DataFrame, split: pd.Series) -> dict:
-    """Per split: images whose near-duplicate group has a member in train."""
-    leaked = duplicate_in_train(groups, split)
+    """Per split: images whose near-duplicate group has a member in train ('leaked': merged groups;
+    'by_measure': hash incl. crosswise and embedding separately)."""
+    leaks = leaks_by_measure(groups, split)
     s_ = split.to_numpy()
-    return {s: {"n": int((s_ == s).sum()), "leaked": int(leaked[s_ == s].sum())} for s in ("val", "test")}
+    return {s: {"n": int((s_ == s).sum()), "leaked": int(leaks["any"][s_ == s].sum()),
+                "by_measure": {m: int(leaks[m][s_ == s].sum()) for m in leaks.columns if m != "any"}}
+            for s in ("val", "test")}
 
 
 def format_leak(rep: dict) -> str:
-    return "; ".join(f"{s}: {v['leaked']} of {v['n']} images have a near-duplicate in train" for s, v in rep.items())
+    def one(s, v):
+        by = ", ".join(f"{m} {k}" for m, k in v.get("by_measure", {}).items())
+        return f"{s}: {v['leaked']} of {v['n']} images have a near-duplicate in train" + (f" ({by})" if by else "")
+
+    return "; ".join(one(s, v) for s, v in rep.items())
 
 
 KINDS = {False: "group-aware", True: "random"}
@@ -150,14 +172,35 @@ def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
     return df[["img_name", "split"]]
 
 
+def leaked_names(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    """img_name, split, measures: the val/test images with a near-duplicate in train."""
+    leaks = leaks_by_measure(groups, split)
+    s_ = split.to_numpy()
+    rows = leaks["any"].to_numpy() & (s_ != "train")
+    measures = [", ".join(m for m in leaks.columns if m != "any" and leaks[m][i]) or "merged group only"
+                for i in np.flatnonzero(rows)]
+    return pd.DataFrame({"img_name": groups["img_name"].to_numpy()[rows], "split": s_[rows], "measures": measures})
+
+
 def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold=None, workers=None,
-        echo=print) -> pd.DataFrame:
+        echo=print, embed_threshold=None, hash_only=False, leak_of=None) -> pd.DataFrame:
+    """Make (and write) a split, or with `leak_of` only report the leak of an existing splits file."""
     from pokemon_classifier import dedup
 
-    thr = dedup.DEFAULT_THRESHOLD if threshold is None else threshold
-    path = Path(out) if out else Path(data_dir) / SPLITS_CSV
-    remove_stale_temps(path.parent, [path.name], time.time())  # temp files of a killed earlier run
-    groups = dedup.find_groups(data_dir, threshold=thr, workers=workers)
+    embed = dedup.DEFAULT_EMBED_THRESHOLD if embed_threshold is None else embed_threshold
+    if leak_of is None:
+        path = Path(out) if out else Path(data_dir) / SPLITS_CSV
+        remove_stale_temps(path.parent, [path.name], time.time())  # temp files of a killed earlier run
+    groups = dedup.find_groups(data_dir, threshold=threshold, workers=workers, embed_threshold=embed,
+                               hash_only=hash_only)
+    echo(f"near-duplicates: {dedup.describe(threshold, embed, hash_only)}")
+    if leak_of is not None:
+        sp = read_splits(leak_of, groups)
+        split = groups[["img_name"]].merge(sp, on="img_name", how="left")["split"]
+        echo(f"leak report of {leak_of}: " + format_leak(leak_report(groups, split)))
+        for r in leaked_names(groups, split).itertuples():
+            echo(f"  {r.split:4s} {r.img_name} ({r.measures})")
+        return sp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = make_splits(groups, val, test, seed, random)
@@ -175,23 +218,27 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
 def add_arguments(p) -> None:
     from pokemon_classifier.fileio import out_file
     from pokemon_classifier.runtime import positive_int
+    from pokemon_classifier.dedup import add_grouping_arguments
 
     p.add_argument("data", help="data folder with annotations.csv and images/")
     p.add_argument("--val", type=float, default=0.15, help="fraction for validation")
     p.add_argument("--test", type=float, default=0.15, help="fraction for test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", action="store_true", help="the original leaky random split (for comparison)")
-    p.add_argument("--threshold", type=int, default=None, help="near-duplicate threshold (default: dedup's)")
+    add_grouping_arguments(p)
+    p.add_argument("--leak-report", type=Path, metavar="SPLITS.csv",
+                   help="write nothing: list the val/test images of SPLITS.csv with a near-duplicate in train")
     p.add_argument("--out", type=out_file, help="output CSV (default: DATA/splits.csv)")
     p.add_argument("--workers", type=positive_int, default=None, help="hashing processes (default: all cores, at most 8)")
 
 
 def main(args) -> int:
-    _check_fractions(args.val, args.test)  # before hashing, which can take minutes
-    if args.threshold is not None:
-        from pokemon_classifier.dedup import check_threshold
+    from pokemon_classifier.dedup import check_grouping_arguments
 
-        check_threshold(args.threshold)
+    _check_fractions(args.val, args.test)  # before hashing, which can take minutes
+
+    check_grouping_arguments(args)
     run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,
-        threshold=args.threshold, workers=args.workers)
+        threshold=args.threshold, workers=args.workers, embed_threshold=args.embed_threshold,
+        hash_only=args.hash_only, leak_of=args.leak_report)
     return 0

@@ -12,6 +12,9 @@ import pytest
 from pokemon_classifier.synthetic import CLASSES, draw_shape, make_dataset  # noqa: F401
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pokemon"
+# the developer's cache, read before any test isolates it: shared-data tests reuse its lite0 features
+# of 6,555 images (minutes to compute) instead of rebuilding them in every test's temp cache
+USER_CACHE = Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from conftest import draw_shape, run_cli
 from pokemon_classifier import dedup
 from pokemon_classifier.synthetic import CLASSES
 
-# the developer's cache (hashes and lite0 features of the shared data take ~40 min to rebuild on 2 cores);
-# read before conftest points every test at an empty one
-USER_CACHE = Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
+from conftest import USER_CACHE  # noqa: E402  (the developer's cache: see conftest)
 
 
 def scene(seed: int, size: int = 160) -> Image.Image:

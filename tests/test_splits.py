@@ -66,7 +66,7 @@ def test_bad_fractions(synth_data, args):
 
 
 def test_shared_data_leak_report(shared_data, tmp_path, monkeypatch):
-    from test_dedup import USER_CACHE
+    from conftest import USER_CACHE
 
     from pokemon_classifier import dedup
 

@@ -341,3 +341,24 @@ def test_ddp_micro_batches_sync_only_on_the_last_chunk():
     train_one_epoch(model, loader, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
                     torch.device("cpu"), False, False, progress=False, micro_batch=16)
     assert (model.synced, model.unsynced) == (2, 6)  # 2 batches of 4 chunks: the last chunk of each syncs
+
+
+def test_resume_rebuilds_metrics_and_curves_that_lag_last_pt(synth_data, tmp_path, monkeypatch):
+    """A kill between last.pt and metrics.csv leaves them an epoch behind: --resume rewrites both from
+    the checkpoint's history before it trains on (here it is interrupted at once, as by another kill)."""
+    from pokemon_classifier import train
+
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", synth_data, "--out", out, "--epochs", "2", *FAST)
+    assert code == 0, err
+    full = pd.read_csv(out / "metrics.csv")
+    full.head(1).to_csv(out / "metrics.csv", index=False)  # what a kill right after last.pt leaves
+    (out / "curves.png").unlink()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_one_epoch", killed)
+    code, _, err = run_cli("train", "--resume", out / "last.pt", "--epochs", "3", "--no-progress")
+    assert code == 130
+    assert len(pd.read_csv(out / "metrics.csv")) == 2 and (out / "curves.png").stat().st_size > 1000

@@ -306,10 +306,16 @@ class CheckpointSaver:
         last.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     best_val_loss=self.best_loss, history=self.history, rng=rng_state())
         atomic_torch_save(last, self.out / "last.pt")
-        hist = pd.DataFrame(self.history)
-        atomic_write_csv(self.out / "metrics.csv", hist)
-        plot_curves(hist, self.out / "curves.png")
+        self.write_history()
         return improved
+
+    def write_history(self) -> None:
+        """metrics.csv and curves.png from the history; on --resume too, since a kill between last.pt and
+        them leaves them an epoch behind."""
+        if self.write and self.history:
+            hist = pd.DataFrame(self.history)
+            atomic_write_csv(self.out / "metrics.csv", hist)
+            plot_curves(hist, self.out / "curves.png")
 
 
 # ---------------------------------------------------------------- set-up
@@ -478,6 +484,7 @@ def main(args) -> int:
         start_epoch = epochs_completed(resume_ck)
         saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
         saver.history = list(resume_ck.get("history", []))
+        saver.write_history()
         if rank == 0:
             print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
     if rank == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -109,3 +110,29 @@ def tiny_checkpoint(path: Path, size: int = 32, arch: str = "mobilenet_v3_small"
     torch.save({"model": build_model(arch).state_dict(), "arch": arch, "class_ids": list(pokedex.IDS),
                 "preprocessing": preprocessing(arch, size), **extra}, path)
     return path
+
+
+@contextlib.contextmanager
+def served_app(app, **config):
+    """A real uvicorn on a free loopback port, in a thread; yields the port (config: e.g. ssl files)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **config))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        t.join(10)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLASSES, draw_shape, tiny_checkpoint
+from conftest import CLASSES, draw_shape, served_app, tiny_checkpoint
 from pokemon_classifier import pokedex
 
 pytest.importorskip("fastapi")
@@ -71,24 +71,8 @@ def test_api_video(clf, tmp_path):
 @contextlib.contextmanager
 def _serve(app):
     """A real uvicorn on a loopback port, in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    try:
+    with served_app(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ busy state, artwork fallback and the phone viewport. Skips (with the reason) whe
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 
 import pytest
 
-from conftest import CLASSES, draw_shape, tiny_checkpoint
+from conftest import CLASSES, draw_shape, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -30,31 +28,16 @@ ART = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='9
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    import uvicorn
-
     root = tmp_path_factory.mktemp("browser")
     clf = Classifier.load(tiny_checkpoint(root / "m.pt", 64, unknown_threshold=0.0))
     collect = root / "collected"
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    app = create_app(clf, artwork_url=ART, collect_dir=collect)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
     png = io.BytesIO()
     draw_shape("square", CLASSES[1][1]).save(png, "PNG")
     pic = root / "pic.png"
     pic.write_bytes(png.getvalue())
     expected = clf.predict(png.getvalue())
-    yield {"url": f"http://127.0.0.1:{port}", "collect": collect, "pic": pic, "expected": expected, "root": root}
-    srv.should_exit = True
-    t.join(10)
+    with served_app(create_app(clf, artwork_url=ART, collect_dir=collect)) as port:
+        yield {"url": f"http://127.0.0.1:{port}", "collect": collect, "pic": pic, "expected": expected, "root": root}
 
 
 @pytest.fixture(scope="module")

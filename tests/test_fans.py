@@ -1,14 +1,11 @@
 """The fan-facing API: localized verdicts, Accept-Language, /api/pokedex, /api/config, /api/feedback, https."""
 
 import io
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLASSES, draw_shape, run_cli, tiny_checkpoint
+from conftest import CLASSES, draw_shape, run_cli, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -145,38 +142,17 @@ def test_feedback_bad_and_oversized_images(clf, tmp_path):
     assert not list((col / "images").iterdir()) and not (col / "annotations.csv").exists()
 
 
-def _serve(app, **ssl):
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **ssl))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    return srv, t, port
-
-
 def test_concurrent_feedback_posts_over_a_real_server(clf, tmp_path):
     import requests
 
     col = tmp_path / "col"
-    srv, t, port = _serve(create_app(clf, collect_dir=col))
-    try:
+    with served_app(create_app(clf, collect_dir=col)) as port:
         def one(i):
             return requests.post(f"http://127.0.0.1:{port}/api/feedback", data={"dex_id": str(1 + i % 3)},
                                  files={"file": ("x", _png(fmt="PNG" if i % 2 else "JPEG"), "image/png")}, timeout=60)
 
         with ThreadPoolExecutor(16) as ex:
             rs = list(ex.map(one, range(30)))
-    finally:
-        srv.should_exit = True
-        t.join(10)
     assert [r.status_code for r in rs] == [200] * 30
     saved = sorted(r.json()["saved"] for r in rs)
     assert len(set(saved)) == 30
@@ -191,12 +167,8 @@ def test_https_server_answers(clf):
     from pokemon_classifier.certs import uvicorn_tls
 
     with uvicorn_tls(True, "127.0.0.1") as tls:
-        srv, t, port = _serve(create_app(clf), **tls)
-        try:
+        with served_app(create_app(clf), **tls) as port:
             r = requests.get(f"https://127.0.0.1:{port}/api/health", verify=tls["ssl_certfile"], timeout=30)
-        finally:
-            srv.should_exit = True
-            t.join(10)
     assert r.status_code == 200 and r.json()["classes"] == 151
 
 

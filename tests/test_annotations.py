@@ -178,8 +178,9 @@ def _alive(pid):
         return False
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
-def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
+def orphans_after_kill_9(*cli_args: str) -> list[int]:
+    """Run the CLI with slow image decoding, SIGKILL it while its two pool workers are busy, and return
+    the workers still alive 20 s later (none: they die with their parent)."""
     import os
     import signal
     import subprocess
@@ -189,26 +190,23 @@ def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
 
     import pokemon_classifier
 
-    for i in range(100):  # enough images for the process pool
-        Image.new("RGB", (40, 40), (i, i, i)).save(synth_data / "images" / f"abra{200 + i:03d}.jpg")
     env = dict(os.environ, PYTHONPATH=str(Path(pokemon_classifier.__file__).parents[1]))
-    p = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, "annotate", str(synth_data), "--workers", "2"],
+    p = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *cli_args, "--workers", "2"],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids = []
     try:
         t0 = time.time()
-        kids = []
         while time.time() - t0 < 60 and len(kids) < 2:
             kids = _children(p.pid)
             time.sleep(0.1)
         assert len(kids) >= 2, "the worker pool never started"
-        time.sleep(1.0)  # workers busy decoding
+        time.sleep(1.0)  # workers busy
         p.send_signal(signal.SIGKILL)
         p.wait()
         t0 = time.time()
         while time.time() - t0 < 20 and any(_alive(k) for k in kids):
             time.sleep(0.1)
-        survivors = [k for k in kids if _alive(k)]
-        assert not survivors, f"orphaned workers: {survivors}"
+        return [k for k in kids if _alive(k)]
     finally:
         for k in _children(p.pid) + kids:
             if _alive(k):
@@ -216,6 +214,14 @@ def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
                     os.kill(k, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_annotate_leaves_no_worker_processes(synth_data):
+    for i in range(100):  # enough images for the process pool
+        Image.new("RGB", (40, 40), (i, i, i)).save(synth_data / "images" / f"abra{200 + i:03d}.jpg")
+    survivors = orphans_after_kill_9("annotate", str(synth_data))
+    assert not survivors, f"orphaned workers: {survivors}"
 
 
 @pytest.mark.parametrize("content", ["img_name,pokemon_id\nabra001.jpg,152\n", "img_name,pokemon_id\na.jpg,1\nb.jpg,2,3\n"])

@@ -86,41 +86,10 @@ def test_shared_data_leak_report(shared_data, tmp_path, monkeypatch):
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_split_leaves_no_worker_processes(synth_data):
     """split hashes in a process pool; its workers die with it (annotations.worker_pool), no orphans."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+    from test_annotations import orphans_after_kill_9
 
-    import pokemon_classifier
-    from test_annotations import SLOW_DECODE, _alive, _children
-
-    env = dict(os.environ, PYTHONPATH=str(Path(pokemon_classifier.__file__).parents[1]))
-    p = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, "split", str(synth_data), "--workers", "2"],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kids = []
-    try:
-        t0 = time.time()
-        while time.time() - t0 < 60 and len(kids) < 2:
-            kids = _children(p.pid)
-            time.sleep(0.1)
-        assert len(kids) >= 2, "the worker pool never started"
-        time.sleep(1.0)  # workers busy hashing
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        t0 = time.time()
-        while time.time() - t0 < 20 and any(_alive(k) for k in kids):
-            time.sleep(0.1)
-        assert not [k for k in kids if _alive(k)], "orphaned workers"
-        assert not (synth_data / "splits.csv").exists()
-    finally:
-        for k in _children(p.pid) + kids:
-            if _alive(k):
-                try:
-                    os.kill(k, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    assert not orphans_after_kill_9("split", str(synth_data)), "orphaned workers"
+    assert not (synth_data / "splits.csv").exists()
 
 
 def test_split_and_dedup_remove_their_stale_temp_files(synth_data):

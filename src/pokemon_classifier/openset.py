@@ -375,34 +375,23 @@ class Scored(torch.nn.Module):
 def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = False, desc: str = "features"):
     """(logits (N,C), features (N,D), errors {row: message}) for images (paths, PIL images, bytes),
     with the checkpoint's evaluation preprocessing; unreadable rows are NaN."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from pokemon_classifier.predict import _ItemDataset
-    from pokemon_classifier.presets import eval_transform
+    from pokemon_classifier.predict import readable_batches
 
     net = WithFeatures(model).eval()
-    pre = meta["preprocessing"]
-    ds = _ItemDataset(list(items), eval_transform(pre), int(pre["size"]))
-    paths = bool(len(ds)) and isinstance(ds.paths[0], (str, Path))
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=1 if paths and len(ds) > batch_size else 0)
+    items = list(items)
     logits = feats = None
     errors: dict[int, str] = {}
     device = next(model.parameters()).device
-    for x, idx, err in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
-        errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
-        if not ok.any():
-            continue
-        lo, fe = net(x[ok].to(device).contiguous(memory_format=torch.channels_last))
+    for idx, x in readable_batches(items, meta["preprocessing"], errors, batch_size, progress=progress, desc=desc):
+        lo, fe = net(x.to(device).contiguous(memory_format=torch.channels_last))
         if logits is None:
-            logits = np.full((len(ds), lo.shape[1]), np.nan, np.float32)
-            feats = np.full((len(ds), fe.shape[1]), np.nan, np.float32)
-        logits[idx[ok].numpy()], feats[idx[ok].numpy()] = lo.float().cpu().numpy(), fe.float().cpu().numpy()
+            logits = np.full((len(items), lo.shape[1]), np.nan, np.float32)
+            feats = np.full((len(items), fe.shape[1]), np.nan, np.float32)
+        logits[idx], feats[idx] = lo.float().cpu().numpy(), fe.float().cpu().numpy()
     if logits is None:
         from pokemon_classifier.errors import UserError
 
-        raise UserError(f"no readable image among {len(ds)} ({next(iter(errors.values()), '')})")
+        raise UserError(f"no readable image among {len(items)} ({next(iter(errors.values()), '')})")
     return logits, feats, errors
 
 

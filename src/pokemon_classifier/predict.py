@@ -156,22 +156,15 @@ class Classifier:
     def outputs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                       desc: str = "predicting") -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
         """probs_paths plus the open-set scores (N,) (NaN where unreadable; None without a score)."""
-        from torch.utils.data import DataLoader
-
-        ds = _ItemDataset(list(paths), self.transform, int(self.meta["preprocessing"]["size"]))
-        workers = (1 if len(ds) > batch_size else 0) if workers is None else workers
-        out = np.full((len(ds), len(self.class_ids)), np.nan, dtype=np.float32)
-        scores = np.full(len(ds), np.nan, dtype=np.float64) if self.open_set else None
+        n = len(paths)
+        out = np.full((n, len(self.class_ids)), np.nan, dtype=np.float32)
+        scores = np.full(n, np.nan, dtype=np.float64) if self.open_set else None
         errors: dict[int, str] = {}
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-        for x, idx, err in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-            ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
-            errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
-            if ok.any():
-                p, s = self.forward(x[ok])
-                out[idx[ok].numpy()] = p
-                if scores is not None and s is not None:
-                    scores[idx[ok].numpy()] = s
+        for idx, x in readable_batches(paths, self.meta["preprocessing"], errors, batch_size, workers, progress, desc):
+            p, s = self.forward(x)
+            out[idx] = p
+            if scores is not None and s is not None:
+                scores[idx] = s
         return out, scores, errors
 
     def predict(self, item, topk: int = 5) -> dict:
@@ -231,6 +224,24 @@ def to_tensor(item, transform) -> torch.Tensor:
             raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
         item = Image.fromarray(item.astype(np.uint8))
     return transform(load_image(item))
+
+
+def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int = 64, workers: int | None = None,
+                     progress: bool = False, desc: str = "predicting"):
+    """(row indices, preprocessed batch) of the readable items, decoded by DataLoader workers (one
+    for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead."""
+    from torch.utils.data import DataLoader
+
+    items = list(items)
+    ds = _ItemDataset(items, eval_transform(preprocessing), int(preprocessing["size"]))
+    paths = bool(items) and isinstance(items[0], (str, Path))
+    workers = (1 if paths and len(ds) > batch_size else 0) if workers is None else workers
+    for x, idx, err in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers), desc=desc, unit="batch",
+                            disable=not progress, leave=False):
+        ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
+        errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
+        if ok.any():
+            yield idx[ok].numpy(), x[ok]
 
 
 class _ItemDataset(torch.utils.data.Dataset):

@@ -58,12 +58,22 @@ def test_apply_then_undo_is_byte_identical(planted, tmp_path):
     data = tmp_path / "d"
     shutil.copytree(planted, data)
     start = _tree_hash(data)
+    # a manifest (as scrape and the shared data write): kind and provenance follow a relabel's rename
+    ann0 = pd.read_csv(data / "annotations.csv")
+    ann0.assign(name=ann0["img_name"].str.replace(r"\d+\.jpg$", "", regex=True),
+                kind=["sprite" if n == "squirtle050.jpg" else "scraped" for n in ann0["img_name"]]
+                ).to_csv(data / "manifest.csv", index=False)
+    manifest0 = (data / "manifest.csv").read_bytes()
     dec = tmp_path / "decisions.csv"
     dec.write_text("img_name,action,new_label\nsquirtle050.jpg,relabel,Bulbasaur\nmew050.jpg,relabel,bulbasaur\n"
                    "abra060.jpg,remove,\ncharmander099.jpg,remove,\npikachu001.jpg,keep,\n")
     code, out, err = run_cli("clean", data, "--apply", dec)
     assert code == 0, err
     ann = pd.read_csv(data / "annotations.csv")
+    m = pd.read_csv(data / "manifest.csv").set_index("img_name")
+    assert "squirtle050.jpg" not in m.index and set(ann["img_name"]) <= set(m.index)
+    renamed = m[m["kind"] == "sprite"]
+    assert len(renamed) == 1 and renamed["pokemon_id"].iloc[0] == 1 and renamed["name"].iloc[0] == "bulbasaur"
     assert "squirtle050.jpg" not in set(ann["img_name"]) and "abra060.jpg" not in set(ann["img_name"])
     new = ann[ann["img_name"].str.startswith("bulbasaur")]
     assert len(new) == 17 and (new["pokemon_id"] == 1).all()
@@ -74,7 +84,7 @@ def test_apply_then_undo_is_byte_identical(planted, tmp_path):
     assert _tree_hash(data) != start
     code, out, err = run_cli("clean", data, "--undo", journal)  # the explicit form still works
     assert code == 0, err
-    assert _tree_hash(data) == start
+    assert _tree_hash(data) == start and (data / "manifest.csv").read_bytes() == manifest0
 
 
 def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):

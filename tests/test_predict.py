@@ -100,6 +100,28 @@ def test_onnx_export_matches_torch(ckpt, tmp_path):
     assert "error" in out  # an .onnx file is not an image: reported, not fatal
 
 
+def test_auto_backend_exports_once_into_the_cache_and_matches_torch(ckpt, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    img = draw_shape("ring", (240, 120, 180))
+    auto = Classifier.load(ckpt, backend="auto")  # serve's default on the CPU
+    (onnx,) = (tmp_path / "cache" / "onnx").glob("*.onnx")  # conftest points the user cache here
+    stamp = onnx.stat().st_mtime_ns
+    again = Classifier.load(ckpt, backend="auto")
+    assert auto.backend == again.backend == "onnx" and onnx.stat().st_mtime_ns == stamp  # not exported twice
+    a, b = Classifier.load(ckpt).predict(img), again.predict(img)
+    assert a["dex_id"] == b["dex_id"] and abs(a["probability"] - b["probability"]) < 1e-4
+    # an export that fails does not stop the app: it serves with torch and says why
+    import pokemon_classifier.export as export
+
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no such op")))
+    changed = tmp_path / "other.pt"
+    changed.write_bytes(ckpt.read_bytes())  # same bytes under another name: cached, no export needed
+    assert Classifier.load(changed, backend="auto").backend == "onnx"
+    tiny_checkpoint(tmp_path / "fresh.pt", extra_note="other bytes")
+    assert Classifier.load(tmp_path / "fresh.pt", backend="auto").backend == "torch"
+    assert "serving with torch: ONNX export of" in capsys.readouterr().out
+
+
 def test_predict_lang_localizes_names_genus_and_types(ckpt, tmp_path):
     img = tmp_path / "shape.png"
     draw_shape("ring", (240, 120, 180)).save(img)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from pokemon_classifier.splits import group_split, leak_report, random_split
+from pokemon_classifier.splits import fold_val, group_split, leak_report, random_split
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,6 +57,34 @@ def test_split_cli_group_aware_vs_random(synth_data):
 def test_random_split_is_stratified():
     df = pd.DataFrame({"img_name": [f"i{k}" for k in range(100)], "group": range(100), "pokemon_id": [1] * 100})
     assert random_split(df).value_counts().to_dict() == {"train": 70, "val": 15, "test": 15}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 4)), min_size=20, max_size=300), st.integers(0, 5))
+def test_final_split_folds_val_into_train_but_a_calibration_slice(rows, seed):
+    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(len(rows))],
+                       "group": [g for g, _ in rows], "pokemon_id": [c for _, c in rows]})
+    base = group_split(df, 0.15, 0.15, seed)
+    final = fold_val(df, base, 0.35, seed)
+    assert (final[base == "test"] == "test").all() and (final[base == "train"] == "train").all()
+    assert set(final[base == "val"]) <= {"train", "val"}  # val rows: moved to train or kept to calibrate
+    assert (df.assign(s=final).groupby("group")["s"].nunique() == 1).all()  # no group straddles
+    assert leak_report(df, final)["val"]["leaked"] == 0 and leak_report(df, final)["test"]["leaked"] == 0
+
+
+def test_final_split_keeps_the_asked_share_of_val(synth_data, tmp_path):
+    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(600)], "group": np.arange(600),
+                       "pokemon_id": np.repeat([1, 2, 3], 200)})
+    final = fold_val(df, group_split(df, seed=1), 0.4, seed=1)
+    assert final.value_counts().to_dict() == {"train": 420 + 54, "test": 90, "val": 36}
+    assert run_cli("split", synth_data, "--out", tmp_path / "plain.csv")[0] == 0
+    code, out, err = run_cli("split", synth_data, "--final", "0.5", "--out", tmp_path / "f.csv")
+    assert code == 0 and "kept to calibrate" in out, err
+    plain, f = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "f.csv")
+    assert len(f) == 84 and 0 < (f["split"] == "val").sum() < (plain["split"] == "val").sum()
+    assert f.loc[f["split"] == "test", "img_name"].tolist() == plain.loc[plain["split"] == "test", "img_name"].tolist()
+    code, _, err = run_cli("split", synth_data, "--final", "1.5")
+    assert code == 2 and "--final 1.5" in err
 
 
 @pytest.mark.parametrize("args", [["--val", "0.6", "--test", "0.5"], ["--val", "-0.1"]])

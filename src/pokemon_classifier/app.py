@@ -181,7 +181,9 @@ def add_arguments(p) -> None:
     from pokemon_classifier.runtime import nonnegative_float, positive_float, positive_int
 
     p.add_argument("--weights", help="checkpoint or .onnx (default: the shipped best.pt)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime on the CPU (the checkpoint is exported once into the user cache and "
+                        "checked against torch; about 2x the throughput of torch here), torch on a GPU")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--threads", type=positive_int, help="torch / ONNX Runtime threads for inference (default: all cores)")
     p.add_argument("--host", default="127.0.0.1",

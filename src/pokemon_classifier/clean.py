@@ -62,6 +62,7 @@ def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, 
         cols = np.searchsorted(classes, clf.classes_)
         probs[np.ix_(te, cols)] = p
     return probs
+MANIFEST = "manifest.csv"  # scrape.py / the shared data: provenance and `kind` per picture
 
 
 def label_issues(probs: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
@@ -309,6 +310,26 @@ def _annotations_after(df: pd.DataFrame, journal: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS].sort_values("img_name", kind="stable")
 
 
+def _manifest_after(data_dir: Path, journal: pd.DataFrame) -> pd.DataFrame | None:
+    """DATA/manifest.csv (where each picture came from, and its `kind`) with relabelled pictures under
+    their new names and ids, so provenance and `evaluate --by kind` follow the rename; None without one."""
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        return None
+    m = read_csv_input(path, "manifest", dtype=str, keep_default_na=False)
+    if "img_name" not in m.columns:
+        return None
+    moved = journal[journal["action"] == "relabel"].set_index("img_name")
+    hit = m["img_name"].isin(moved.index)
+    new = moved.loc[m.loc[hit, "img_name"]]
+    if "pokemon_id" in m.columns:
+        m.loc[hit, "pokemon_id"] = new["new_id"].astype(int).astype(str).to_numpy()
+    if "name" in m.columns:
+        m.loc[hit, "name"] = new["new_img_name"].str.replace(r"\d+\.[^.]+$", "", regex=True).to_numpy()
+    m.loc[hit, "img_name"] = new["new_img_name"].to_numpy()
+    return m
+
+
 def _move_all(data_dir: Path, journal: pd.DataFrame, reverse: bool) -> None:
     """Idempotent: a step already done (source gone, destination present) is skipped, so a crashed run rolls forward."""
     rows = list(journal.itertuples())
@@ -368,6 +389,8 @@ def recover(data_dir: Path, echo=print) -> None:
     journal = pd.read_csv(jpath, dtype={"new_img_name": str}, keep_default_na=False)
     _move_all(data_dir, journal, info["mode"] == "undo")
     _copy_atomic(data_dir / info["annotations"], data_dir / ANNOTATIONS)
+    if info.get("manifest"):
+        _copy_atomic(data_dir / info["manifest"], data_dir / MANIFEST)
     if info["mode"] == "undo":
         atomic_write_text(_undone_marker(jpath), datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
     marker.unlink()
@@ -405,10 +428,18 @@ def apply(data_dir, decisions_path, echo=print) -> Path:
     atomic_write_csv(after, _annotations_after(df, journal))
     journal["annotations_before"] = before.name
     journal["annotations_after"] = after.name
+    pending = {"mode": "apply", "journal": jpath.relative_to(data_dir).as_posix(),
+               "annotations": after.relative_to(data_dir).as_posix()}
+    manifest = _manifest_after(data_dir, journal)
+    if manifest is not None:
+        m_before, m_after = jdir / f"{jid}.manifest.before.csv", jdir / f"{jid}.manifest.after.csv"
+        _copy_atomic(data_dir / MANIFEST, m_before)
+        atomic_write_csv(m_after, manifest)
+        journal["manifest_before"] = m_before.name
+        pending["manifest"] = m_after.relative_to(data_dir).as_posix()
     atomic_write_csv(jpath, journal)
     # the marker makes the multi-file change crash-safe: any later apply/undo/clean rolls it forward
-    atomic_write_text(_pending(data_dir), json.dumps({"mode": "apply", "journal": jpath.relative_to(data_dir).as_posix(),
-                                                      "annotations": after.relative_to(data_dir).as_posix()}))
+    atomic_write_text(_pending(data_dir), json.dumps(pending))
     recover(data_dir, echo=lambda *a: None)
     n = journal["action"].value_counts()
     echo(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals (to quarantine/); "
@@ -436,8 +467,13 @@ def undo(data_dir, journal_path=None, echo=print, all_: bool = False) -> int:
     for jpath in todo:
         journal = read_journal(data_dir, jpath)
         before = jpath.parent / journal["annotations_before"].iloc[0]
-        atomic_write_text(_pending(data_dir), json.dumps({"mode": "undo", "journal": os.path.relpath(jpath, data_dir),
-                                                          "annotations": os.path.relpath(before, data_dir)}))
+        pending = {"mode": "undo", "journal": os.path.relpath(jpath, data_dir),
+                   "annotations": os.path.relpath(before, data_dir)}
+        m_before = str(journal["manifest_before"].iloc[0]) if "manifest_before" in journal.columns else ""
+        if m_before and m_before != "nan" and PurePosixPath(m_before).name == m_before \
+                and (jpath.parent / m_before).is_file():
+            pending["manifest"] = os.path.relpath(jpath.parent / m_before, data_dir)
+        atomic_write_text(_pending(data_dir), json.dumps(pending))
         recover(data_dir, echo=lambda *a: None)
         echo(f"undid {len(journal)} changes from {jpath}")
     return len(todo)

@@ -5,6 +5,11 @@
     pokemon-classifier split data/ --random --out data/splits_random.csv
     pokemon-classifier split data/ --hash-only --out data/splits_v1.csv   # the split v1 best.pt saw
     pokemon-classifier split data/ --leak-report data/splits_v1.csv       # measure an existing split
+    pokemon-classifier split data/ --final 0.35 --out runs/splits_final.csv  # the shipped model's split
+
+`--final F` makes the same split, then moves val into train except a stratified, group-aware F of it
+that stays `val` as the calibration slice: the shipped model trains on train + most of val at fixed
+epochs, and its temperature and open-set threshold are fitted on images it never saw. Test is unchanged.
 
 Writes splits.csv (img_name, split) and prints a leak report: val/test images with a
 near-duplicate in train, under the merged groups and per measure (hash incl. crosswise, embedding);
@@ -146,11 +151,28 @@ def format_leak(rep: dict) -> str:
 KINDS = {False: "group-aware", True: "random"}
 
 
-def make_splits(groups: pd.DataFrame, val=0.15, test=0.15, seed=0, random=False) -> pd.DataFrame:
+def fold_val(groups: pd.DataFrame, split: pd.Series, keep: float, seed: int = 0) -> pd.Series:
+    """Move val into train except a stratified, group-aware fraction `keep` of it (the calibration slice,
+    still called val); train and test rows are untouched and no group straddles the new boundary."""
+    if not 0 < keep < 1:
+        raise UserError(f"--final {keep} must be a fraction between 0 and 1 (the share of val kept to calibrate)")
+    g = groups.reset_index(drop=True)
+    out = split.reset_index(drop=True).copy()
+    in_val = (out == "val").to_numpy()
+    with warnings.catch_warnings():  # a class with one val image simply trains on it
+        warnings.simplefilter("ignore")
+        sub = group_split(g[in_val], val=0.0, test=keep, seed=seed + 1)  # "test" here = the slice kept as val
+    out[in_val] = np.where(sub.to_numpy() == "test", "val", "train")
+    return out
+
+
+def make_splits(groups: pd.DataFrame, val=0.15, test=0.15, seed=0, random=False, final=None) -> pd.DataFrame:
     """img_name, split, kind: the kind ('group-aware' or 'random') travels with the file, so a model
     trained on it can record which split it really saw."""
     fn = random_split if random else group_split
     split = fn(groups, val, test, seed)
+    if final is not None:
+        split = fold_val(groups, split, final, seed)
     return pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(), "kind": KINDS[random]})
 
 
@@ -183,7 +205,7 @@ def leaked_names(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
 
 
 def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold=None, workers=None,
-        echo=print, embed_threshold=None, hash_only=False, leak_of=None) -> pd.DataFrame:
+        echo=print, embed_threshold=None, hash_only=False, leak_of=None, final=None) -> pd.DataFrame:
     """Make (and write) a split, or with `leak_of` only report the leak of an existing splits file."""
     from pokemon_classifier import dedup
 
@@ -203,12 +225,14 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
         return sp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = make_splits(groups, val, test, seed, random)
+        splits = make_splits(groups, val, test, seed, random, final)
     for w in caught:
         echo(f"warning: {w.message}")
     atomic_write_csv(path, splits)
     counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
     kind = f"{KINDS[random]} (leaky, for comparison)" if random else KINDS[random]
+    if final is not None:
+        kind += f", val folded into train but {final:g} of it kept to calibrate"
     echo(f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS))
     echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
     echo(f"wrote {path}")
@@ -225,6 +249,9 @@ def add_arguments(p) -> None:
     p.add_argument("--test", type=float, default=0.15, help="fraction for test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", action="store_true", help="the original leaky random split (for comparison)")
+    p.add_argument("--final", type=float, default=None, metavar="F",
+                   help="train on train + val: move val into train except a group-aware fraction F of it, kept as "
+                        "val to calibrate (the shipped model's split; test unchanged)")
     add_grouping_arguments(p)
     p.add_argument("--leak-report", type=Path, metavar="SPLITS.csv",
                    help="write nothing: list the val/test images of SPLITS.csv with a near-duplicate in train")
@@ -236,9 +263,11 @@ def main(args) -> int:
     from pokemon_classifier.dedup import check_grouping_arguments
 
     _check_fractions(args.val, args.test)  # before hashing, which can take minutes
+    if args.final is not None and not 0 < args.final < 1:
+        raise UserError(f"--final {args.final} must be a fraction between 0 and 1 (the share of val kept to calibrate)")
 
     check_grouping_arguments(args)
     run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,
         threshold=args.threshold, workers=args.workers, embed_threshold=args.embed_threshold,
-        hash_only=args.hash_only, leak_of=args.leak_report)
+        hash_only=args.hash_only, leak_of=args.leak_report, final=args.final)
     return 0

@@ -362,3 +362,51 @@ def test_resume_rebuilds_metrics_and_curves_that_lag_last_pt(synth_data, tmp_pat
     code, _, err = run_cli("train", "--resume", out / "last.pt", "--epochs", "3", "--no-progress")
     assert code == 130
     assert len(pd.read_csv(out / "metrics.csv")) == 2 and (out / "curves.png").stat().st_size > 1000
+
+
+def test_outlier_exposure_loss_is_plain_cross_entropy_without_negatives_and_pulls_them_to_uniform():
+    from torch import nn
+
+    from pokemon_classifier.train import OutlierExposureLoss
+
+    torch.manual_seed(0)
+    out, y = torch.randn(8, 151), torch.randint(0, 151, (8,))
+    oe = OutlierExposureLoss(label_smoothing=0.1, weight=0.5)
+    assert torch.allclose(oe(out, y), nn.CrossEntropyLoss(label_smoothing=0.1)(out, y), atol=1e-6)
+    # a negative with a uniform answer costs nothing; a confident one costs, and its gradient flattens it
+    assert oe(torch.zeros(1, 151), torch.tensor([-1])).item() == pytest.approx(0.0, abs=1e-5)
+    sharp = torch.zeros(1, 151)
+    sharp[0, 3] = 8.0
+    sharp.requires_grad_(True)
+    loss = oe(sharp, torch.tensor([-1]))
+    loss.backward()
+    assert loss.item() > 1 and sharp.grad[0, 3] > 0 and (sharp.grad[0, :3] < 0).all()
+    mixed = oe(torch.cat([out, sharp.detach()]), torch.cat([y, torch.tensor([-1])]))
+    assert mixed.item() == pytest.approx((oe(out, y).item() * 8 + loss.item()) / 9, rel=1e-5)
+
+
+def test_train_with_negatives_reads_only_their_tuning_half(synth_data, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pokemon_classifier.openset import read_negatives
+
+    neg = tmp_path / "neg"
+    (neg / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(neg / "images" / f"photo{i:02d}.jpg")
+    (neg / "images" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("train", "--data", synth_data, "--out", out, *FAST, "--epochs", "1",
+                                "--negatives", neg, "--max-batches", "2")
+    assert code == 0, err
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    table = read_negatives(neg)
+    tune = table[table["half"] == "tune"]
+    readable = int((tune["img_name"] != "broken.jpg").sum())
+    assert 0 < readable < len(table) - 1  # the reporting half is never read
+    assert ck["outlier_exposure"]["n"] == readable and ck["args"]["negatives"] == str(neg)
+    assert "outlier exposure:" in stdout
+    if "broken.jpg" in set(tune["img_name"]):
+        assert "broken.jpg: skipped" in stdout

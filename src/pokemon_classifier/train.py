@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--img-size", type=positive_int, default=None, help="training/eval crop size (default: the arch's, 224)")
     g.add_argument("--workers", type=nonnegative_int, default=None, help="DataLoader workers (default: sized to the machine)")
     g.add_argument("--config", type=Path, help="YAML file whose keys set these options (flags win)")
+    g.add_argument("--negatives", type=Path, help="outlier exposure: also train on the tuning half of this folder of "
+                   "pictures that are not Gen-1 Pokemon, pushed towards a uniform answer (the reporting half "
+                   "`evaluate --negatives` uses is never read)")
+    g.add_argument("--oe-weight", type=positive_float, default=0.5, help="weight of the outlier-exposure loss")
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=list(ARCHS), default="mobilenet_v3_large")
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
@@ -97,6 +101,51 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     torch.manual_seed(s)
     np.random.seed(s % 2**32)
     random.seed(s)
+
+
+class OutlierExposureLoss(nn.Module):
+    """Cross-entropy on labelled images plus, for label -1 (a picture that is not a Gen-1 Pokemon),
+    `weight` x the KL divergence of the prediction from uniform (Hendrycks et al. 2019, "Deep anomaly
+    detection with outlier exposure"); the mean over the batch. Without -1 labels it is plain CE."""
+
+    def __init__(self, label_smoothing: float = 0.0, weight: float = 0.5):
+        super().__init__()
+        self.label_smoothing, self.weight = label_smoothing, weight
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        known = y >= 0
+        loss = nn.functional.cross_entropy(out[known], y[known], label_smoothing=self.label_smoothing,
+                                           reduction="sum") if known.any() else out.sum() * 0
+        if not known.all():
+            logp = torch.log_softmax(out[~known].float(), dim=1)
+            loss = loss + self.weight * (-logp.mean(1) - np.log(out.shape[1])).sum()
+        return loss / max(y.numel(), 1)
+
+
+def negatives_for_training(folder, pre: dict, n_train: int, share: float = 0.08,
+                           progress: bool = True) -> tuple[np.ndarray, dict]:
+    """The tuning half of a negatives folder decoded like the training cache, repeated so negatives are
+    about `share` of the samples of an epoch; (uint8 array, what to record in the checkpoint)."""
+    from pokemon_classifier.data import decode_resized
+    from pokemon_classifier.openset import read_negatives
+    from pokemon_classifier.presets import resize_size
+
+    table = read_negatives(folder)
+    tune = table[table["half"] == "tune"]
+    if tune.empty:
+        raise UserError(f"{folder}: no pictures in the tuning half of the negatives")
+    res, arrays = resize_size(pre), []
+    for path in tqdm(tune["path"], desc="negatives", unit="img", leave=False, disable=not progress):
+        try:
+            arrays.append(decode_resized(path, res, pre["interpolation"]))
+        except Exception as e:  # noqa: BLE001 - one unreadable negative is skipped, and said
+            print(f"warning: {path}: skipped ({' '.join(str(e).split())[:120] or type(e).__name__})")
+    if not arrays:
+        raise UserError(f"{folder}: none of the tuning negatives could be read")
+    repeat = max(1, round(share * n_train / len(arrays)))
+    info = {"folder": str(folder), "n": len(arrays), "repeat": repeat,
+            "kinds": {str(k): int(v) for k, v in tune["kind"].value_counts().items()}}
+    return np.concatenate([np.stack(arrays)] * repeat), info
 
 
 def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, channels_last: bool,
@@ -194,7 +243,7 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
 
 # ---------------------------------------------------------------- options
 
-PATH_OPTIONS = ("data", "out", "splits", "config", "resume")
+PATH_OPTIONS = ("data", "out", "splits", "config", "resume", "negatives")
 
 
 def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
@@ -451,9 +500,15 @@ def main(args) -> int:
         dist.barrier()
         if rank != 0:
             images = build_cache(args.data, df, pre, progress=False)
-    labels = df["pokemon_id"].to_numpy() - 1
+    labels, split = df["pokemon_id"].to_numpy() - 1, df["split"].to_numpy()
+    oe = None
+    if args.negatives:  # outlier exposure: label -1, pushed to a uniform answer by the loss
+        neg, oe = negatives_for_training(args.negatives, pre, int((split == "train").sum()), progress=progress)
+        images = np.concatenate([images, neg])
+        labels, split = np.r_[labels, np.full(len(neg), -1)], np.r_[split, np.full(len(neg), "train")]
+        oe["weight"] = args.oe_weight
     train_loader, val_loader, reseed, n_tr, n_va, workers = build_loaders(
-        args, images, labels, df["split"].to_numpy(), pre, rank, world, device)
+        args, images, labels, split, pre, rank, world, device)
 
     torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
     model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
@@ -463,7 +518,7 @@ def main(args) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    criterion = OutlierExposureLoss(args.label_smoothing, args.oe_weight)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
     micro = args.micro_batch if args.micro_batch is not None else (16 if device.type == "cpu" else None)
@@ -473,6 +528,8 @@ def main(args) -> int:
     meta = {"arch": args.arch, "class_ids": class_ids, "names": [pokedex.name(i) for i in class_ids],
             "preprocessing": pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, df),
             "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
+    if oe:
+        meta["outlier_exposure"] = oe
     saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
     start_epoch = 0
     if resume_ck:
@@ -491,7 +548,8 @@ def main(args) -> int:
         n_par = sum(p.numel() for p in model.parameters())
         print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.2f}M frozen) on {device} x{world}; "
               f"{n_tr} train / {n_va} val images at {pre['size']}px; augment {args.augment}; "
-              f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}")
+              f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}"
+              + (f"; outlier exposure: {oe['n']} negatives x{oe['repeat']}, weight {oe['weight']:g}" if oe else ""))
 
     for epoch in range(start_epoch, args.epochs):  # 0-based index; checkpoints count epochs completed
         seed_epoch(args.seed, epoch, rank)

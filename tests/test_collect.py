@@ -160,3 +160,27 @@ def test_annotate_add_merges_a_collected_folder_once(tmp_path):
     assert code == 0 and len(pd.read_csv(data / "annotations.csv")) == len(after)
     code, out, err = run_cli("annotate", data, "--add", tmp_path / "nowhere")
     assert code == 2 and err.startswith("error:") and "nowhere" in err
+
+
+def test_annotate_add_exclude_leaves_listed_pictures_out(tmp_path):
+    from conftest import run_cli
+    from pokemon_classifier.collect import Collector
+    from pokemon_classifier.synthetic import draw_shape, make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=3)
+    col = Collector(tmp_path / "extra")
+    names = []
+    for dex, colour in ((25, (240, 210, 30)), (25, (230, 200, 40)), (7, (30, 90, 240))):
+        b = io.BytesIO()
+        draw_shape("diamond", colour).save(b, "PNG")
+        names.append(col.save(b.getvalue(), dex))
+    (tmp_path / "overlap.csv").write_text(f"img_name,nearest_shared_image\n{names[1]},pikachu001.jpg\n")
+    before = len(pd.read_csv(data / "annotations.csv"))
+    code, out, err = run_cli("annotate", data, "--add", tmp_path / "extra", "--exclude", tmp_path / "overlap.csv")
+    assert code == 0 and "left out 1 pictures" in out and "added 2 pictures" in out, err
+    assert len(pd.read_csv(data / "annotations.csv")) == before + 2
+    (tmp_path / "bad.csv").write_text("name\nx\n")
+    code, _, err = run_cli("annotate", data, "--add", tmp_path / "extra", "--exclude", tmp_path / "bad.csv")
+    assert code == 2 and "bad.csv: needs an img_name column" in err
+    code, _, err = run_cli("annotate", data, "--exclude", tmp_path / "overlap.csv")
+    assert code == 2 and "--exclude goes with --add" in err

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from pokemon_classifier.splits import fold_val, group_split, leak_report, random_split
+from pokemon_classifier.splits import extend_with_train, fold_val, group_split, leak_report, random_split
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,6 +85,44 @@ def test_final_split_keeps_the_asked_share_of_val(synth_data, tmp_path):
     assert f.loc[f["split"] == "test", "img_name"].tolist() == plain.loc[plain["split"] == "test", "img_name"].tolist()
     code, _, err = run_cli("split", synth_data, "--final", "1.5")
     assert code == 2 and "--final 1.5" in err
+
+
+def test_extend_adds_new_pictures_to_train_but_never_next_to_val_or_test():
+    groups = pd.DataFrame({"img_name": ["a", "b", "c", "x1", "x2", "x3"], "group": [0, 1, 2, 1, 2, 9],
+                           "pokemon_id": [1, 1, 1, 1, 1, 1]})
+    old = pd.DataFrame({"img_name": ["a", "b", "c"], "split": ["train", "val", "test"]})
+    s = extend_with_train(groups, old)
+    assert s.tolist() == ["train", "val", "test", "unused", "unused", "train"]
+    assert leak_report(groups, s)["val"]["leaked"] == 0 and leak_report(groups, s)["test"]["leaked"] == 0
+
+
+def test_split_extend_cli_keeps_val_and_test_and_training_ignores_unused(synth_data, tmp_path):
+    import shutil
+
+    assert run_cli("split", synth_data, "--out", tmp_path / "base.csv")[0] == 0
+    base = pd.read_csv(tmp_path / "base.csv")
+    test_img = base.loc[base["split"] == "test", "img_name"].iloc[0]
+    ann = pd.read_csv(synth_data / "annotations.csv")
+    dex = int(ann.loc[ann["img_name"] == test_img, "pokemon_id"].iloc[0])
+    shutil.copy(synth_data / "images" / test_img, synth_data / "images" / "extra_copy.jpg")  # a copy of a test picture
+    fresh = ann[ann["pokemon_id"] == dex]["img_name"].iloc[0]
+    shutil.copy(synth_data / "images" / fresh, synth_data / "images" / "extra_flip.jpg")
+    from PIL import Image, ImageOps
+    ImageOps.invert(Image.open(synth_data / "images" / "extra_flip.jpg").convert("RGB").rotate(90)).save(
+        synth_data / "images" / "extra_flip.jpg")
+    pd.concat([ann, pd.DataFrame({"img_name": ["extra_copy.jpg", "extra_flip.jpg"], "pokemon_id": [dex, dex]})]
+              ).to_csv(synth_data / "annotations.csv", index=False)
+    code, out, err = run_cli("split", synth_data, "--extend", tmp_path / "base.csv", "--out", tmp_path / "ext.csv")
+    assert code == 0, err
+    ext = pd.read_csv(tmp_path / "ext.csv").set_index("img_name")["split"]
+    assert ext["extra_copy.jpg"] == "unused" and "extra_copy.jpg" in out and "val: 0 of" in out and "test: 0 of" in out
+    assert (ext[base["img_name"]].to_numpy() == base["split"].to_numpy()).all()  # val/test exactly as before
+    code, out, err = run_cli("train", "--data", synth_data, "--splits", tmp_path / "ext.csv", "--out", tmp_path / "r",
+                             "--arch", "mobilenet_v3_small", "--img-size", "32", "--epochs", "1", "--no-progress",
+                             "--max-batches", "1", "--threads", "1")
+    assert code == 0, err
+    n_train = int((ext == "train").sum())
+    assert f"{n_train} train / {int((ext == 'val').sum())} val images" in out
 
 
 @pytest.mark.parametrize("args", [["--val", "0.6", "--test", "0.5"], ["--val", "-0.1"]])

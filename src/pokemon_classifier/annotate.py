@@ -5,6 +5,7 @@ examples:
   pokemon-classifier annotate data/ --min-per-class 30
   pokemon-classifier annotate --from-folders PokemonData/ --out data/    # Kaggle class-per-folder tree
   pokemon-classifier annotate data/ --add data/collected                # merge pictures kept by serve --collect
+  pokemon-classifier annotate data/ --add sprites-frlg/ --exclude sprites-frlg/overlap.csv   # minus listed names
 
 The work is in annotations.py; this module is only the subcommand.
 """
@@ -23,6 +24,8 @@ def add_arguments(p) -> None:
                    help="with --from-folders: refuse folders that are not Gen-1 Pokemon instead of skipping them")
     p.add_argument("--add", metavar="SRC", help="copy SRC's annotated pictures (e.g. a `serve --collect` folder) "
                    "into DATA under the next free numbers, skipping files already there")
+    p.add_argument("--exclude", metavar="CSV", help="with --add: leave out SRC's pictures named in this CSV's "
+                   "img_name column (e.g. sprites-frlg/overlap.csv: near-duplicates of the shared pictures)")
     p.add_argument("--min-per-class", type=nonnegative_int, default=15, help="warn for classes with fewer images")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
 
@@ -39,11 +42,21 @@ def main(args) -> int:
         return 0
     if not args.data:
         raise UserError("give the data folder: pokemon-classifier annotate DATA")
+    if args.exclude and not args.add:
+        raise UserError("--exclude goes with --add SRC (pictures of SRC to leave out)")
     if args.add:
         from pokemon_classifier.collect import Collector
 
         annotations.read_annotations(args.data)  # DATA must already be a data folder
-        Collector(args.data, max_bytes=1 << 62).add_folder(args.add)
+        exclude = ()
+        if args.exclude:
+            from pokemon_classifier.fileio import read_csv_input
+
+            ex = read_csv_input(args.exclude, "--exclude CSV (img_name column)", dtype=str)
+            if "img_name" not in ex.columns:
+                raise UserError(f"{args.exclude}: needs an img_name column")
+            exclude = set(ex["img_name"])
+        Collector(args.data, max_bytes=1 << 62).add_folder(args.add, exclude=exclude)
         return 0
     annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
     return 0

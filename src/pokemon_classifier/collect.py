@@ -94,15 +94,20 @@ class Collector:
                 raise
         return name
 
-    def add_folder(self, src, echo=print) -> tuple[int, int]:
+    def add_folder(self, src, echo=print, exclude=()) -> tuple[int, int]:
         """`annotate DATA --add SRC`: copy every annotated picture of SRC (e.g. a --collect folder) into
         this data folder under the next free numbers, so `split` and `train` see both. Files whose bytes
-        are already here are skipped, so running it twice adds nothing. Returns (added, skipped)."""
+        are already here are skipped, so running it twice adds nothing; names in `exclude` are left out.
+        Returns (added, skipped)."""
         from pokemon_classifier.annotations import safe_image_path
         from pokemon_classifier.fileio import sha256_file
 
         src = Path(src)
         rows = read_annotations(src, purpose="add")
+        left_out = rows["img_name"].isin(set(exclude))
+        if left_out.any():
+            echo(f"left out {int(left_out.sum())} pictures of {src} (--exclude)")
+        rows = rows[~left_out]
         have = {sha256_file(p) for p in (self.dir / IMAGES).rglob("*") if p.is_file()}
         added = skipped = 0
         for name, dex in zip(rows["img_name"], rows["pokemon_id"]):

@@ -6,6 +6,7 @@
     pokemon-classifier split data/ --hash-only --out data/splits_v1.csv   # the split v1 best.pt saw
     pokemon-classifier split data/ --leak-report data/splits_v1.csv       # measure an existing split
     pokemon-classifier split data/ --final 0.35 --out runs/splits_final.csv  # the shipped model's split
+    pokemon-classifier split data/ --extend runs/splits_final.csv --out runs/splits_extra.csv  # + added pictures
 
 `--final F` makes the same split, then moves val into train except a stratified, group-aware F of it
 that stays `val` as the calibration slice: the shipped model trains on train + most of val at fixed
@@ -36,6 +37,7 @@ from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_write_csv, read_csv_input
 
 SPLITS = ("train", "val", "test")
+UNUSED = "unused"  # `split --extend`: an extra picture with a near-duplicate in val/test, never trained on
 SPLITS_CSV = "splits.csv"
 
 
@@ -183,15 +185,27 @@ def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
     df = read_csv_input(path, "splits file (img_name,split)", dtype={"img_name": str, "split": str})
     if list(df.columns[:2]) != ["img_name", "split"]:
         raise UserError(f"{path}: header must be img_name,split")
-    bad = ~df["split"].isin(SPLITS)
+    bad = ~df["split"].isin(SPLITS + (UNUSED,))
     if bad.any():
-        raise UserError(f"{path}: unknown split {df['split'][bad].iloc[0]!r} (expected train/val/test)")
+        raise UserError(f"{path}: unknown split {df['split'][bad].iloc[0]!r} (expected train/val/test/unused)")
     if annotations is not None:
         missing = set(annotations["img_name"]) - set(df["img_name"])
         if missing:
             raise UserError(f"{path}: {len(missing)} annotated images have no split (e.g. {sorted(missing)[0]}); "
                             f"re-run `pokemon-classifier split`")
     return df[["img_name", "split"]]
+
+
+def extend_with_train(groups: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
+    """Per row of `groups`: its split in `old` (img_name, split), and for a picture `old` does not list
+    (an extra training folder added with `annotate --add`) 'train', or 'unused' when its near-duplicate
+    group holds a val/test picture, so val and test stay exactly as they were and leak-free."""
+    g = groups.reset_index(drop=True)
+    split = g["img_name"].map(old.drop_duplicates("img_name").set_index("img_name")["split"])
+    new = split.isna().to_numpy()
+    held_out = set(g.loc[split.isin(["val", "test"]).to_numpy(), "group"])
+    clash = g["group"].isin(held_out).to_numpy()
+    return split.where(~new, np.where(clash, UNUSED, "train")).rename("split")
 
 
 def leaked_names(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
@@ -205,8 +219,9 @@ def leaked_names(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
 
 
 def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold=None, workers=None,
-        echo=print, embed_threshold=None, hash_only=False, leak_of=None, final=None) -> pd.DataFrame:
-    """Make (and write) a split, or with `leak_of` only report the leak of an existing splits file."""
+        echo=print, embed_threshold=None, hash_only=False, leak_of=None, final=None, extend=None) -> pd.DataFrame:
+    """Make (and write) a split, or with `leak_of` only report the leak of an existing splits file, or
+    with `extend` add the pictures an existing splits file does not list to train."""
     from pokemon_classifier import dedup
 
     embed = dedup.DEFAULT_EMBED_THRESHOLD if embed_threshold is None else embed_threshold
@@ -223,6 +238,19 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
         for r in leaked_names(groups, split).itertuples():
             echo(f"  {r.split:4s} {r.img_name} ({r.measures})")
         return sp
+    if extend is not None:
+        old = read_splits(extend)
+        split = extend_with_train(groups, old)
+        kind = pd.read_csv(extend, dtype=str).get("kind", pd.Series(["unknown"])).iloc[0]
+        splits = pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(), "kind": kind})
+        added = ~groups["img_name"].isin(old["img_name"]).to_numpy()
+        unused = splits.loc[splits["split"] == UNUSED, "img_name"].tolist()
+        echo(f"extended {extend}: {int(added.sum()) - len(unused)} new pictures join train; {len(unused)} left "
+             f"unused (a near-duplicate of a val/test picture)" + (f": {', '.join(unused)}" if unused else ""))
+        atomic_write_csv(path, splits)
+        echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
+        echo(f"wrote {path}")
+        return splits
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = make_splits(groups, val, test, seed, random, final)
@@ -252,6 +280,9 @@ def add_arguments(p) -> None:
     p.add_argument("--final", type=float, default=None, metavar="F",
                    help="train on train + val: move val into train except a group-aware fraction F of it, kept as "
                         "val to calibrate (the shipped model's split; test unchanged)")
+    p.add_argument("--extend", type=Path, metavar="SPLITS.csv",
+                   help="keep SPLITS.csv as it is and add DATA's pictures it does not list (an extra training folder "
+                        "merged with `annotate --add`) to train; one with a near-duplicate in val/test becomes 'unused'")
     add_grouping_arguments(p)
     p.add_argument("--leak-report", type=Path, metavar="SPLITS.csv",
                    help="write nothing: list the val/test images of SPLITS.csv with a near-duplicate in train")
@@ -269,5 +300,5 @@ def main(args) -> int:
     check_grouping_arguments(args)
     run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,
         threshold=args.threshold, workers=args.workers, embed_threshold=args.embed_threshold,
-        hash_only=args.hash_only, leak_of=args.leak_report, final=args.final)
+        hash_only=args.hash_only, leak_of=args.leak_report, final=args.final, extend=args.extend)
     return 0

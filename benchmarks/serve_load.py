@@ -1,6 +1,7 @@
-"""python benchmarks/serve_load.py [--weights best.pt] [--backend torch|onnx] [--max-batch 32] [--max-wait-ms 10]
+"""python benchmarks/serve_load.py [--weights best.pt] [--backend auto|torch|onnx] [--max-batch 32] [--max-wait-ms 10]
 
-Starts the app (real uvicorn on a loopback port) with the shipped model and prints:
+Starts the app (real uvicorn on a loopback port) with the shipped model, on the backend `serve`
+picks by default (auto: ONNX Runtime on the CPU), and prints:
   1. sequential throughput: one client, one request at a time;
   2. 16 concurrent clients: throughput, and its ratio to (1) in the same run (the batcher's gain);
   3. 50 concurrent clients x 4 requests: errors, latency p50 / p99;
@@ -53,7 +54,7 @@ def _video(seconds: float = 30.0, fps: int = 10) -> bytes:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=10)

@@ -261,9 +261,9 @@ if not FULL:
 
 The same two ingredients, the real way: the whole network is fine-tuned (stem and first two
 stages frozen) on random 192 px crops with the `style` augmentation, 10 epochs, as
-`configs/shipped.yaml` says. The shipped `best.pt` is a soup of two such runs (`retro`
-augmentation, 14 epochs, trained on train + most of val + FireRed/LeafGreen sprites, one with
-outlier exposure; the exact commands are in `MODEL_CARD.md`). In quick mode this cell only
+`configs/shipped.yaml` says. The shipped `best.pt` is one such run (`retro` augmentation, 14
+epochs, trained on train + most of val + FireRed/LeafGreen sprites: the greedy soup with a second
+run kept it alone; the exact commands are in `MODEL_CARD.md`). In quick mode this cell only
 prints the commands.
 """)
     code(r"""

@@ -136,3 +136,30 @@ def test_evaluate_negatives_reports_on_what_calibrate_did_not_see(fitted, tmp_pa
     code, out, err = run_cli("evaluate", "--weights", tiny_checkpoint(tmp_path / "plain.pt", 64), "--data", data,
                              "--negatives", neg)
     assert code == 2 and "calibrate" in err and "Traceback" not in err
+
+
+def test_openset_cv_tool_scores_each_bank_and_accept_level_on_the_tuning_half_only(fitted, capsys, monkeypatch):
+    """tools/openset_cv.py: how README chose --accept 0.95; it must never read the reporting half."""
+    import importlib.util
+    from pathlib import Path
+
+    from pokemon_classifier import openset
+
+    data, neg, ck = fitted
+    spec = importlib.util.spec_from_file_location("openset_cv", Path(__file__).resolve().parents[1] / "tools" / "openset_cv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    read, seen = openset.extract, []
+
+    def spy(model, meta, items, *a, **k):
+        seen.extend(str(i) for i in items if isinstance(i, (str, Path)))
+        return read(model, meta, items, *a, **k)
+
+    monkeypatch.setattr(openset, "extract", spy)
+    assert mod.main(["--weights", str(ck), "--data", str(data), "--splits", str(data / "splits.csv"),
+                     "--negatives", str(neg), "--without", str(data), "--accept", "0.9", "0.95"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("bank ")]
+    assert len(lines) == 4 and all("mean over the negative kinds" in l and "degenerate" in l for l in lines)
+    table = openset.read_negatives(neg)
+    assert not set(seen) & {str(p) for p in table.loc[table["half"] == "report", "path"]}
+    assert set(seen) >= {str(p) for p in table.loc[table["half"] == "tune", "path"]}

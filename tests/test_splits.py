@@ -8,11 +8,16 @@ from conftest import run_cli
 from pokemon_classifier.splits import extend_with_train, fold_val, group_split, leak_report, random_split
 
 
+def _frame(rows) -> pd.DataFrame:
+    """(group, pokemon_id) pairs -> the DataFrame[img_name, group, pokemon_id] the splitters take."""
+    return pd.DataFrame({"img_name": [f"i{k}" for k in range(len(rows))],
+                         "group": [g for g, _ in rows], "pokemon_id": [c for _, c in rows]})
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6)), min_size=5, max_size=200), st.integers(0, 9))
 def test_groups_never_straddle_splits(rows, seed):
-    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(len(rows))],
-                       "group": [g for g, _ in rows], "pokemon_id": [c for _, c in rows]})
+    df = _frame(rows)
     s = group_split(df, 0.15, 0.15, seed)
     assert s.isin(["train", "val", "test"]).all()
     assert (df.assign(s=s).groupby("group")["s"].nunique() == 1).all()
@@ -62,8 +67,7 @@ def test_random_split_is_stratified():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 4)), min_size=20, max_size=300), st.integers(0, 5))
 def test_final_split_folds_val_into_train_but_a_calibration_slice(rows, seed):
-    df = pd.DataFrame({"img_name": [f"i{k}" for k in range(len(rows))],
-                       "group": [g for g, _ in rows], "pokemon_id": [c for _, c in rows]})
+    df = _frame(rows)
     base = group_split(df, 0.15, 0.15, seed)
     final = fold_val(df, base, 0.35, seed)
     assert (final[base == "test"] == "test").all() and (final[base == "train"] == "train").all()

@@ -25,6 +25,7 @@ from pokemon_classifier.images import is_image_file, load_image
 
 ANNOTATIONS = "annotations.csv"
 IMAGES = "images"
+MANIFEST = "manifest.csv"  # written by `download` (scrape.py): where each picture came from, and its `kind`
 COLUMNS = ["img_name", "pokemon_id"]
 FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 

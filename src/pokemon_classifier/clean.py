@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, check_images, class_files, read_annotations,
+from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, MANIFEST, check_images, class_files, read_annotations,
                                             remove_stale_temps, safe_image_path)
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, read_csv_input, sha256_file
@@ -62,7 +62,6 @@ def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, 
         cols = np.searchsorted(classes, clf.classes_)
         probs[np.ix_(te, cols)] = p
     return probs
-MANIFEST = "manifest.csv"  # scrape.py / the shared data: provenance and `kind` per picture
 
 
 def label_issues(probs: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> pd.DataFrame:

@@ -25,11 +25,10 @@ import pandas as pd
 
 from pokemon_classifier import metrics as M
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import read_annotations, safe_image_path
+from pokemon_classifier.annotations import MANIFEST, read_annotations, safe_image_path
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.runtime import DEVICE_HELP
 
-MANIFEST = "manifest.csv"  # written by `download` (scrape.py); its `kind` column splits the accuracy
 
 
 @dataclass

@@ -105,17 +105,12 @@ def load_onnx(path, threads: int | None = None):
 def cached_onnx(weights) -> Path:
     """The ONNX export of checkpoint `weights`, made once and kept in the user cache under the hash of
     the checkpoint's bytes (so serve starts in a second the next time, and a new best.pt is re-exported)."""
-    import hashlib
-
     import onnxruntime  # noqa: F401  (fail here, before exporting, when it is missing)
 
+    from pokemon_classifier.fileio import sha256_file
     from pokemon_classifier.runtime import cache_dir
 
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    out = cache_dir() / "onnx" / f"{h.hexdigest()[:20]}-torch{torch.__version__.split('+')[0]}.onnx"
+    out = cache_dir() / "onnx" / f"{sha256_file(weights)[:20]}-torch{torch.__version__.split('+')[0]}.onnx"
     if not out.is_file():
         export_onnx(weights, out)
     return out

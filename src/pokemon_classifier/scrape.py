@@ -34,7 +34,7 @@ import requests
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import FORMAT_EXT, class_files
+from pokemon_classifier.annotations import FORMAT_EXT, MANIFEST, class_files
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_write_csv, sha256_file
 
@@ -351,7 +351,7 @@ class Manifest:
 
     def __init__(self, data_dir):
         self.data = Path(data_dir)
-        self.path = self.data / "manifest.csv"
+        self.path = self.data / MANIFEST
         self.journal_path = self.data / "manifest.journal.csv"
         self.df = self._load()
         self._pending: list[dict] = []

@@ -153,11 +153,15 @@ def format_leak(rep: dict) -> str:
 KINDS = {False: "group-aware", True: "random"}
 
 
+def check_final(keep: float) -> None:
+    if not 0 < keep < 1:
+        raise UserError(f"--final {keep} must be a fraction between 0 and 1 (the share of val kept to calibrate)")
+
+
 def fold_val(groups: pd.DataFrame, split: pd.Series, keep: float, seed: int = 0) -> pd.Series:
     """Move val into train except a stratified, group-aware fraction `keep` of it (the calibration slice,
     still called val); train and test rows are untouched and no group straddles the new boundary."""
-    if not 0 < keep < 1:
-        raise UserError(f"--final {keep} must be a fraction between 0 and 1 (the share of val kept to calibrate)")
+    check_final(keep)
     g = groups.reset_index(drop=True)
     out = split.reset_index(drop=True).copy()
     in_val = (out == "val").to_numpy()
@@ -294,8 +298,8 @@ def main(args) -> int:
     from pokemon_classifier.dedup import check_grouping_arguments
 
     _check_fractions(args.val, args.test)  # before hashing, which can take minutes
-    if args.final is not None and not 0 < args.final < 1:
-        raise UserError(f"--final {args.final} must be a fraction between 0 and 1 (the share of val kept to calibrate)")
+    if args.final is not None:
+        check_final(args.final)  # before hashing, too
 
     check_grouping_arguments(args)
     run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,

@@ -104,6 +104,81 @@ def test_predict_uses_the_score_from_the_same_forward_pass(fitted):
     assert all("open_set_score" not in r and not r["unknown"] for r in off)
 
 
+def test_score_is_the_weighted_sum_of_z_scored_parts(fitted):
+    """calibrate stores the CV-chosen weights; a state written before them scores as a plain sum."""
+    data, neg, ck = fitted
+    state = torch.load(ck, weights_only=True)["openset"]
+    assert state["weights"] == openset.WEIGHTS and state["C"] == openset.OE_C
+    # mobilenet_v3_small: 1024 penultimate features for the kNN bank, + mean and std of the 48
+    # channels of its last stride-16 stage for the outlier-exposure head
+    assert state["features"] == {"penultimate": 1024, "oe": 1024 + 2 * 48}
+    assert state["pca_mean"].numel() == 1024 and state["oe_mean"].numel() == 1120
+    g = torch.Generator().manual_seed(0)
+    logits, feats = torch.randn(5, 151, generator=g), torch.randn(5, 1120, generator=g)
+    head = openset.OpenSetHead(state)
+    z = (head.raw(logits, feats) - head.norm[:, 0]) / head.norm[:, 1]
+    w = torch.tensor([openset.WEIGHTS[p] for p in head.parts])
+    assert head(logits, feats).numpy() == pytest.approx((z * w).sum(1).numpy(), abs=1e-4)
+    old = openset.OpenSetHead({k: v for k, v in state.items() if k != "weights"})
+    assert old(logits, feats).numpy() == pytest.approx(z.sum(1).numpy(), abs=1e-4)
+
+
+
+def test_threshold_for_keeps_the_promised_share_of_new_pictures_with_the_promised_confidence():
+    """The plain 5% quantile of 300 validation scores lets fewer than 95% of new pictures through
+    about half the time; the tolerance bound keeps >= 95% in about 90% of draws."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    bounded, plain = [], []
+    for _ in range(400):
+        val = rng.normal(size=300)
+        t, share = openset.threshold_for(val, 0.95, 0.9)
+        assert share == (val >= t).mean() and 0.95 < share < 0.99
+        bounded.append(norm.sf(t) >= 0.95)  # the true share of new N(0, 1) scores accepted
+        plain.append(norm.sf(openset.threshold_for(val, 0.95, None)[0]) >= 0.95)
+    assert 0.85 <= np.mean(bounded) <= 0.95 and 0.35 <= np.mean(plain) <= 0.65
+    # too few images for the bound: accept them all
+    assert openset.threshold_for([3.0, 1.0, 2.0], 0.95, 0.9) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("arch,tap,dim,channels", [("efficientnet_lite0", 4, 1280, 112), ("mobilenet_v3_large", 12, 1280, 112)])
+def test_network_features_tap_the_last_stride_16_stage(arch, tap, dim, channels):
+    from pokemon_classifier.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, pretrained=False).eval()
+    net = openset.WithFeatures(model)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        logits, feats = net(x)
+        assert torch.allclose(logits, model(x), atol=1e-5)
+    assert (net.tap, net.dim, feats.shape[1]) == (tap, dim, dim + 2 * channels)
+
+
+def test_network_features_and_a_head_without_texture_statistics():
+    """WithFeatures returns the model's own logits; a head fitted on the penultimate columns only
+    (style=False, or a checkpoint calibrated before the texture statistics) ignores the rest."""
+    from pokemon_classifier.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", pretrained=False).eval()
+    net = openset.WithFeatures(model)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        logits, feats = net(x)
+        assert torch.allclose(logits, model(x), atol=1e-5) and feats.shape == (4, 1120) and net.dim == 1024
+    assert model.training is False and net.tap == 8
+    rng = np.random.default_rng(0)
+    tf, nf, vf = (rng.normal(size=(n, 1120)).astype(np.float32) for n in (60, 20, 30))
+    vl = rng.normal(size=(30, 151)).astype(np.float32)
+    st = openset.fit(tf, nf, vl, vf, 1.0, pca_dim=16, dim=1024, style=False)
+    assert st["oe_mean"].numel() == 1024 and st["features"] == {"penultimate": 1024, "oe": 1024}
+    head = openset.OpenSetHead(st)
+    wide, narrow = torch.from_numpy(vf), torch.from_numpy(vf[:, :1024])
+    assert torch.allclose(head(torch.from_numpy(vl), wide), head(torch.from_numpy(vl), narrow), atol=1e-5)
+
+
 def test_onnx_export_carries_the_same_score(fitted, tmp_path):
     pytest.importorskip("onnxruntime")
     data, neg, ck = fitted
@@ -157,9 +232,11 @@ def test_openset_cv_tool_scores_each_bank_and_accept_level_on_the_tuning_half_on
 
     monkeypatch.setattr(openset, "extract", spy)
     assert mod.main(["--weights", str(ck), "--data", str(data), "--splits", str(data / "splits.csv"),
-                     "--negatives", str(neg), "--without", str(data), "--accept", "0.9", "0.95"]) == 0
+                     "--negatives", str(neg), "--without", str(data), "--accept", "0.9", "0.95",
+                     "--part-weights", "1,1,1", "1.5,2,1", "--style", "on", "off"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("bank ")]
-    assert len(lines) == 4 and all("mean over the negative kinds" in l and "degenerate" in l for l in lines)
+    assert len(lines) == 16 and all("mean over the negative kinds" in l and "degenerate" in l for l in lines)
+    assert sum("weights 1.5,2,1, texture off:" in l for l in lines) == 4
     table = openset.read_negatives(neg)
     assert not set(seen) & {str(p) for p in table.loc[table["half"] == "report", "path"]}
     assert set(seen) >= {str(p) for p in table.loc[table["half"] == "tune", "path"]}

@@ -1,12 +1,13 @@
-"""Choose the open-set acceptance level (and whether extra training pictures belong in the kNN bank)
-by 2-fold cross-validation inside the TUNING half of a negatives folder; the reporting half that
-`evaluate --negatives` uses is never read.
+"""Choose the open-set settings (acceptance level and its confidence, the head's C, the weights of
+the score's parts, whether the head also sees the texture statistics, and whether extra training pictures belong in the kNN bank) by 2-fold cross-validation inside the
+TUNING half of a negatives folder; the reporting half that `evaluate --negatives` uses is never read.
 
     python tools/openset_cv.py --weights best.pt --data data/pokemon_frlg --splits runs/splits_frlg.csv \
-        --negatives ../shared/data/negatives --without data/pokemon --accept 0.95 0.96
+        --negatives ../shared/data/negatives --without data/pokemon --accept 0.95 --confidence 0 0.9 \
+        --C 0.001 0.01 --part-weights 1,1,1 1.5,2,1 --style on off
 
 For each bank (all training pictures; with --without DATA2, only those also annotated in DATA2) and
-each accept level: fit the open-set state on one fold of the tuning negatives (+ generated degenerate
+each setting: fit the open-set state on one fold of the tuning negatives (+ generated degenerate
 pictures), threshold on the validation split, and count the other fold's rejections per kind.
 """
 
@@ -30,11 +31,24 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=Path, required=True)
     ap.add_argument("--negatives", type=Path, required=True)
     ap.add_argument("--without", type=Path, help="a data folder: also try a bank of only its pictures")
-    ap.add_argument("--accept", type=float, nargs="+", default=[0.95, 0.96])
+    ap.add_argument("--accept", type=float, nargs="+", default=[0.95])
+    ap.add_argument("--confidence", type=float, nargs="+", default=[0.9],
+                    help="threshold_for's confidence (0: the plain quantile of the validation scores)")
+    ap.add_argument("--C", type=float, nargs="+", default=[openset.OE_C], help="the outlier-exposure head's C")
+    ap.add_argument("--part-weights", nargs="+", metavar="KNN,OE,MSP",
+                    default=[",".join(str(openset.WEIGHTS[p]) for p in openset.PARTS)],
+                    help="weights of the z-scored parts " + "/".join(openset.PARTS))
+    ap.add_argument("--style", nargs="+", choices=["on", "off"], default=["on"],
+                    help="the outlier-exposure head with (on) or without (off) the texture statistics")
     args = ap.parse_args(argv)
+    try:
+        grid = [dict(zip(openset.PARTS, map(float, w.split(",")), strict=True)) for w in args.part_weights]
+    except ValueError:
+        ap.error(f"--part-weights {' '.join(args.part_weights)}: give {len(openset.PARTS)} numbers per setting, e.g. 1.5,2,1")
 
     model, meta = load_checkpoint(args.weights)
     T = float(meta.get("temperature", 1.0))
+    dim = openset.WithFeatures(model).dim
     ann = read_annotations(args.data).merge(read_splits(args.splits), on="img_name")
     tr, va = ann[ann["split"] == "train"], ann[ann["split"] == "val"]
     paths = lambda df: [safe_image_path(args.data, n) for n in df["img_name"]]  # noqa: E731
@@ -51,22 +65,27 @@ def main(argv=None) -> int:
     banks = {"all": np.ones(len(tr), bool)}
     if args.without:
         banks["without extra"] = tr["img_name"].isin(set(read_annotations(args.without)["img_name"])).to_numpy()
-    for bank, keep in banks.items():
-        for accept in args.accept:
-            rej: dict[str, list] = {}
-            for a, b in (("tune", "report"), ("report", "tune")):
-                st = openset.fit(tf[keep], np.concatenate([nf[fold == a], df_[dfold == a]]), vl, vf, T, accept=accept)
-                head = openset.OpenSetHead(st)
-                with torch.no_grad():
-                    sn = head(torch.as_tensor(nl[fold == b]), torch.as_tensor(nf[fold == b])).numpy()
-                    sd = head(torch.as_tensor(dl[dfold == b]), torch.as_tensor(df_[dfold == b])).numpy()
-                for k in sorted(set(kinds)):
-                    rej.setdefault(k, []).extend((sn[kinds[fold == b] == k] < st["threshold"]).tolist())
-                rej.setdefault("degenerate", []).extend((sd < st["threshold"]).tolist())
-            means = {k: float(np.mean(v)) for k, v in rej.items() if v}
-            negs = [v for k, v in means.items() if k != "degenerate"]
-            print(f"bank {bank}, accept {accept:g}: " + ", ".join(f"{k} {v:.3f} ({len(rej[k])})" for k, v in means.items())
-                  + f" | mean over the negative kinds {np.mean(negs):.3f}", flush=True)
+    settings = [(bank, accept, conf, C, w, st) for bank in banks for accept in args.accept for conf in args.confidence
+                for C in args.C for w in grid for st in args.style]
+    for bank, accept, conf, C, w, style in settings:
+        keep = banks[bank]
+        rej: dict[str, list] = {}
+        for a, b in (("tune", "report"), ("report", "tune")):
+            st = openset.fit(tf[keep], np.concatenate([nf[fold == a], df_[dfold == a]]), vl, vf, T, accept=accept,
+                             C=C, weights=w, dim=dim, style=style == "on", confidence=conf or None)
+            head = openset.OpenSetHead(st)
+            with torch.no_grad():
+                sn = head(torch.as_tensor(nl[fold == b]), torch.as_tensor(nf[fold == b])).numpy()
+                sd = head(torch.as_tensor(dl[dfold == b]), torch.as_tensor(df_[dfold == b])).numpy()
+            for k in sorted(set(kinds)):
+                rej.setdefault(k, []).extend((sn[kinds[fold == b] == k] < st["threshold"]).tolist())
+            rej.setdefault("degenerate", []).extend((sd < st["threshold"]).tolist())
+        means = {k: float(np.mean(v)) for k, v in rej.items() if v}
+        negs = [v for k, v in means.items() if k != "degenerate"]
+        setting = (f"bank {bank}, accept {accept:g} (confidence {conf:g}), C {C:g}, weights {','.join(f'{v:g}' for v in w.values())}, "
+                   f"texture {style}")
+        print(setting + ": " + ", ".join(f"{k} {v:.3f} ({len(rej[k])})" for k, v in means.items())
+              + f" | mean over the negative kinds {np.mean(negs):.3f}", flush=True)
     return 0
 
 

@@ -9,8 +9,9 @@ Everything is stored in the checkpoint and used by predict/serve/export. The top
 threshold keeps --keep of the correct validation predictions above it. With --negatives (a folder
 of pictures that are not Gen-1 Pokemon, optionally with a manifest.csv `kind` column) the
 feature-space open-set score of openset.py is fitted on the training split, the tuning half of the
-negatives and generated degenerate pictures, with a threshold that accepts --accept of the
-validation images; `evaluate --negatives` reports on the other half.
+negatives and generated degenerate pictures, with a threshold set on the validation images so that
+at least --accept of new Gen-1 pictures pass with --confidence (openset.threshold_for);
+`evaluate --negatives` reports on the other half.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def add_arguments(p) -> None:
                         "a model trained on random crops often scores higher a little above its training size")
     p.add_argument("--negatives", type=Path, metavar="DIR",
                    help="fit the open-set score with the tuning half of these non-Gen-1 pictures")
-    p.add_argument("--accept", type=float, default=0.96,
-                   help="with --negatives: share of validation images the open-set threshold accepts")
+    p.add_argument("--accept", type=float, default=0.95,
+                   help="with --negatives: the share of Gen-1 pictures the open-set threshold must accept")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="with --negatives: how sure to be of --accept, given how few validation images there are "
+                        "(a distribution-free bound; 0 = simply accept --accept of the validation images)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
@@ -108,6 +112,8 @@ def main(args) -> int:
         raise UserError(f"{args.weights}: calibrate needs a pokemon-classifier checkpoint")
     if args.negatives and not 0.5 <= args.accept < 1:
         raise UserError(f"--accept {args.accept}: choose a share between 0.5 and 1")
+    if args.negatives and not 0 <= args.confidence < 1:
+        raise UserError(f"--confidence {args.confidence}: choose a probability in [0, 1) (0 = no bound)")
     model, meta = model_from_checkpoint(ck, args.weights)
     meta.pop("openset", None)  # refitted below (or dropped: it depends on the temperature and size)
     ck.pop("openset", None)
@@ -142,7 +148,8 @@ def main(args) -> int:
         train = select(args.data, args.splits, "train")
         ck["openset"] = openset.fit_from_files(
             model, meta, [safe_image_path(args.data, n) for n in train["img_name"]], [p for i, p in enumerate(paths) if ok[i]],
-            args.negatives, t, args.accept, progress, echo=lambda m: print(m, file=sys.stderr))
+            args.negatives, t, args.accept, progress, echo=lambda m: print(m, file=sys.stderr),
+            confidence=args.confidence or None)
         ck["unknown_threshold"] = 0.0  # the open-set score decides; the top-probability floor is off
     out = args.out or Path(args.weights)
     atomic_torch_save(ck, out)

@@ -4,12 +4,13 @@
     pokemon-classifier evaluate --weights best.pt --data data/ --split test --negatives negatives/
 
 Max-softmax with one threshold cannot separate a blank page ("Ditto 81%") from a real Ditto, so
-the score here lives in feature space, from the same forward pass as the prediction: the
-Mahalanobis distance of the penultimate features to the nearest class mean (one shared
-covariance, in a PCA subspace so that the checkpoint stays small), combined with a linear
-"is this a Gen-1 Pokemon?" head fitted on training features against tuning negatives and
-generated degenerate pictures (outlier exposure at the head). Higher score = more likely a
-Gen-1 Pokemon; below the stored threshold the answer is unknown.
+the score here also lives in feature space, from the same forward pass as the prediction: the
+similarity of the penultimate features to the nearest training image (a PCA bank small enough for
+the checkpoint), a linear "is this a Gen-1 Pokemon?" head fitted on training features plus
+texture statistics of a middle stage against tuning negatives and generated degenerate pictures
+(outlier exposure at the head), and the calibrated top probability. Higher score = more likely a
+Gen-1 Pokemon; below the stored threshold (a tolerance bound on the validation scores) the
+answer is unknown.
 
 Negatives used to fit and tune never overlap those used to report: `split_negatives` halves the
 photos by item and the later-generation Pokemon by species (artwork and icon of one species stay
@@ -167,15 +168,21 @@ def split_negatives(table) -> np.ndarray:
 # ---------------------------------------------------------------- the score
 
 PARTS = ("knn", "oe", "msp")
+# How much each z-scored part counts, and the head's regularisation: chosen by 2-fold CV inside the
+# tuning negatives (tools/openset_cv.py; README "Unknown"): leaning on the outlier-exposure head
+# rejected more photos and Gen-3 art at the same acceptance than the plain sum (1, 1, 1; C 0.01).
+WEIGHTS = {"knn": 1.5, "oe": 2.0, "msp": 1.0}
+OE_C = 0.001
 
 
 class OpenSetHead(torch.nn.Module):
     """score(logits, features): higher = more like a Gen-1 Pokemon. Three parts, each z-scored on
-    validation images, then summed:
+    validation images, then summed with the weights stored beside them (WEIGHTS; 1 in older files):
 
     - `knn`: cosine similarity of the features to the nearest training image, in a PCA subspace of
       the training features (deep nearest neighbours, Sun et al. 2022; the bank is stored as float16);
-    - `oe`: the margin of a logistic "Gen-1 Pokemon or not" head on the standardised features,
+    - `oe`: the margin of a logistic "Gen-1 Pokemon or not" head on the standardised features
+      (penultimate + texture statistics, see WithFeatures),
       trained on training features against tuning negatives (outlier exposure at the head,
       Hendrycks et al. 2019);
     - `msp`: the top softmax probability after temperature scaling (Hendrycks & Gimpel 2017).
@@ -197,6 +204,8 @@ class OpenSetHead(torch.nn.Module):
         norm = state.get("norm") or {p: (0.0, 1.0) for p in self.parts}
         self.register_buffer("norm", torch.tensor([norm[p] for p in self.parts], dtype=torch.float32).reshape(-1, 2),
                              persistent=False)
+        weights = state.get("weights") or {}
+        self.register_buffer("weights", torch.tensor([float(weights.get(p, 1.0)) for p in self.parts]), persistent=False)
 
     def project(self, feats: torch.Tensor) -> torch.Tensor:
         x = (feats - self.pca_mean) @ self.pca_components.T
@@ -206,40 +215,50 @@ class OpenSetHead(torch.nn.Module):
         """(N, parts) raw part scores, in PARTS order."""
         cols = []
         for p in self.parts:
-            if p == "knn":
-                cols.append((self.project(feats) @ self.bank.T).max(1).values)
-            elif p == "oe":
-                cols.append(((feats - self.oe_mean) / self.oe_scale) @ self.oe_weight + self.oe_bias)
+            if p == "knn":  # the penultimate features only (the first columns)
+                cols.append((self.project(feats[:, : self.pca_mean.numel()]) @ self.bank.T).max(1).values)
+            elif p == "oe":  # + the texture statistics, when it was fitted with them
+                f = feats[:, : self.oe_mean.numel()]
+                cols.append(((f - self.oe_mean) / self.oe_scale) @ self.oe_weight + self.oe_bias)
             else:
                 cols.append(torch.softmax(logits / self.temperature, 1).max(1).values)
         return torch.stack(cols, 1)
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        return ((self.raw(logits.float(), feats.float()) - self.norm[:, 0]) / self.norm[:, 1]).sum(1)
+        z = (self.raw(logits.float(), feats.float()) - self.norm[:, 0]) / self.norm[:, 1]
+        return (z * self.weights).sum(1)
 
 
 def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
-        C: float = 0.01, accept: float = 0.96) -> dict:
+        C: float = OE_C, accept: float = 0.95, weights: dict | None = None, dim: int | None = None,
+        style: bool = True, confidence: float | None = 0.9) -> dict:
     """The open-set state for a checkpoint: every part fitted on training features (+ tuning
-    negatives for `oe`), z-scored on the validation images, and the threshold that accepts
-    `accept` of them (0.96: the test split should keep >= 95%; see README)."""
+    negatives for `oe`), z-scored on the validation images, weighted (WEIGHTS unless given), and
+    the threshold from `threshold_for` (at least `accept` of new Gen-1 pictures accepted, with
+    `confidence`; None: simply accept `accept` of the validation images).
+
+    Features are WithFeatures' columns: the first `dim` (default: all) are the penultimate ones, the
+    kNN bank's; the `oe` head also sees the texture statistics after them unless style=False."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
     tf = np.asarray(train_feats, dtype=np.float64)
+    dim = int(dim or tf.shape[1])
+    oe_cols = tf.shape[1] if style else dim
     state: dict = {"version": 1, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
-                   "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats))}
+                   "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats)),
+                   "confidence": confidence, "C": float(C), "features": {"penultimate": dim, "oe": int(oe_cols)}}
     if "knn" in parts:
-        pca = PCA(int(min(pca_dim, tf.shape[1], len(tf) - 1)), random_state=0).fit(tf)
+        pca = PCA(int(min(pca_dim, dim, len(tf) - 1)), random_state=0).fit(tf[:, :dim])
         state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32),
                      bank=np.zeros((0, 0), np.float32))
         head = OpenSetHead(dict(state, parts=[]))
         with torch.no_grad():
-            state["bank"] = head.project(torch.from_numpy(tf.astype(np.float32))).numpy().astype(np.float16)
+            state["bank"] = head.project(torch.from_numpy(tf[:, :dim].astype(np.float32))).numpy().astype(np.float16)
     if "oe" in parts:
-        nf = np.asarray(neg_feats, dtype=np.float64)
-        mu, sd = tf.mean(0), tf.std(0) + 1e-6
-        X = (np.concatenate([tf, nf]) - mu) / sd
+        nf = np.asarray(neg_feats, dtype=np.float64)[:, :oe_cols]
+        mu, sd = tf[:, :oe_cols].mean(0), tf[:, :oe_cols].std(0) + 1e-6
+        X = (np.concatenate([tf[:, :oe_cols], nf]) - mu) / sd
         y = np.r_[np.ones(len(tf)), np.zeros(len(nf))]
         lr = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X, y)
         state.update(oe_mean=mu.astype(np.float32), oe_scale=sd.astype(np.float32),
@@ -248,9 +267,34 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
         raw = OpenSetHead(state).raw(torch.as_tensor(val_logits, dtype=torch.float32),
                                      torch.as_tensor(val_feats, dtype=torch.float32)).numpy()
         state["norm"] = {p: (float(raw[:, i].mean()), float(raw[:, i].std() + 1e-12)) for i, p in enumerate(state["parts"])}
+        state["weights"] = {p: float((WEIGHTS if weights is None else weights).get(p, 1.0)) for p in state["parts"]}
         score = OpenSetHead(state)(torch.as_tensor(val_logits), torch.as_tensor(val_feats)).numpy()
-    state["threshold"] = float(np.quantile(score, 1 - accept))
+    state["threshold"], state["val_accepted"] = threshold_for(score, accept, confidence)
     return to_checkpoint(state)
+
+
+def threshold_for(val_scores, accept: float, confidence: float | None = 0.9) -> tuple[float, float]:
+    """(threshold, share of the validation images it accepts): the highest validation score such
+    that, with probability `confidence`, at least `accept` of new in-distribution pictures score
+    at or above it.
+
+    Why not the plain (1 - accept) quantile: with a few hundred validation images that quantile
+    misses by a point or more either way (327 images at 95%: a coin flip whether the true rate is
+    >= 95%). A distribution-free tolerance bound fixes it: with the threshold at the r-th smallest
+    of n exchangeable scores, the share of new pictures accepted follows Beta(n + 1 - r, r)
+    (Wilks 1941; split conformal prediction), so r is the largest rank whose Beta tail clears
+    `confidence`. With too few images for the bound, the lowest score (r = 1) is used."""
+    from scipy.stats import beta
+
+    s = np.sort(np.asarray(val_scores, dtype=np.float64))
+    n = len(s)
+    if confidence is None:
+        t = float(np.quantile(s, 1 - accept))
+    else:
+        ranks = np.arange(1, n + 1)
+        ok = beta.sf(accept, n + 1 - ranks, ranks) >= confidence
+        t = float(s[ranks[ok].max() - 1]) if ok.any() else float(s[0])
+    return t, float((s >= t).mean())
 
 
 def to_checkpoint(state: dict) -> dict:
@@ -336,25 +380,72 @@ def plot_scores(id_scores, neg_scores, neg_kinds, threshold: float, path, title:
 
 
 class WithFeatures(torch.nn.Module):
-    """model(x) -> (logits, penultimate features): the prediction and the open-set score come
-    from the same forward pass (and the same ONNX graph)."""
+    """model(x) -> (logits, features): the prediction and the open-set score come from the same
+    forward pass (and the same ONNX graph). The features are the penultimate ones (`dim` columns,
+    what the classifier and the kNN bank see), then the mean and the standard deviation of every
+    channel of the last stride-16 feature map: texture statistics that tell a photo or a Gen-3
+    artwork from a Gen-1 picture better than the penultimate features alone (README, "Unknown")."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self._timm = hasattr(getattr(model, "model", model), "forward_head")
+        m = getattr(model, "model", model)  # the original format's 1000-way wrapper
+        self._timm = hasattr(m, "forward_head")
+        self.tap, self.dim = self._probe(m)
+
+    def _stages(self, m):
+        return list(m.blocks) if self._timm else list(m.features)
+
+    def _trunk(self, m, x):
+        """(last feature map, the tapped stride-16 map)."""
+        if self._timm:  # timm EfficientNet.forward_features, with the tap between its blocks
+            x = m.bn1(m.conv_stem(x))
+        tapped = x
+        for i, stage in enumerate(self._stages(m)):
+            x = stage(x)
+            if i == self.tap:
+                tapped = x
+        if self._timm:
+            x = m.bn2(m.conv_head(x))
+        return x, tapped
+
+    @torch.no_grad()
+    def _probe(self, m) -> tuple[int, int]:
+        """The index of the last stage whose output is 1/16 of the input, and the penultimate width."""
+        was, tap = m.training, None
+        m.eval()  # a probe must not move batch-norm statistics
+        try:
+            x = torch.zeros(1, 3, 64, 64, device=next(m.parameters()).device)
+            if self._timm:
+                x = m.bn1(m.conv_stem(x))
+            for i, stage in enumerate(self._stages(m)):
+                x = stage(x)
+                tap = i if x.shape[-1] == 4 else tap
+            if self._timm:
+                x = m.bn2(m.conv_head(x))
+            dim = self._head(m, x)[1].shape[1]
+        finally:
+            m.train(was)
+        if tap is None:
+            raise ValueError(f"{type(m).__name__}: no stage at 1/16 of the input resolution")
+        return tap, int(dim)
+
+    def _head(self, m, x):
+        if self._timm:
+            f = m.forward_head(x, pre_logits=True)
+            return m.get_classifier()(f), f
+        f = m.classifier[:-1](torch.flatten(m.avgpool(x), 1))  # torchvision MobileNetV3
+        return m.classifier[-1](f), f
 
     def forward(self, x):
-        m = getattr(self.model, "model", self.model)  # the original format's 1000-way wrapper
-        if self._timm:
-            f = m.forward_head(m.forward_features(x), pre_logits=True)
-            logits = m.get_classifier()(f)
-        else:  # torchvision MobileNetV3: features -> pool -> classifier[:-1] -> last Linear
-            f = m.classifier[:-1](torch.flatten(m.avgpool(m.features(x)), 1))
-            logits = m.classifier[-1](f)
+        m = getattr(self.model, "model", self.model)
+        x, s = self._trunk(m, x)
+        logits, f = self._head(m, x)
         if m is not self.model:
             logits = logits[:, : self.model.n]
-        return logits, f
+        mu = s.mean((2, 3))
+        sd = (s.square().mean((2, 3)) - mu.square()).clamp_min(0).sqrt()
+        return logits, torch.cat([f, mu, sd], 1)
 
 
 class Scored(torch.nn.Module):
@@ -403,7 +494,7 @@ def file_key(path) -> str:
 
 
 def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, temperature: float,
-                   accept: float = 0.96, progress: bool = False, echo=print) -> dict:
+                   accept: float = 0.95, progress: bool = False, echo=print, confidence: float | None = 0.9) -> dict:
     """calibrate --negatives: features of the training and validation images, of the tuning half of
     the negatives and of generated degenerate pictures (seed 1; evaluate reports on seed 2)."""
     table = read_negatives(negatives_dir)
@@ -413,10 +504,16 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     vl, vf, ve = extract(model, meta, val_paths, progress=progress, desc="val features")
     _, nf, ne = extract(model, meta, list(tune["path"]) + degenerate, progress=progress, desc="negative features")
     ok = lambda a, errs: a[[i for i in range(len(a)) if i not in errs]]  # noqa: E731
-    state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept)
+    state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept, dim=WithFeatures(model).dim,
+                confidence=confidence)
     state["tuned_on"] = sorted(file_key(p) for p in tune["path"])
     state["kinds"] = {str(k): int(v) for k, v in tune["kind"].value_counts().items()}
+    n_val = len(vf) - len(ve)
+    goal = (f"so that >= {accept:.0%} of new Gen-1 pictures pass with {confidence:.0%} confidence" if confidence
+            else f"(asked: {accept:.0%})")
     echo(f"open-set score fitted on {state['n_train']} training images and {state['n_negatives']} negatives "
          f"({len(tune)} from {negatives_dir}, {len(degenerate)} generated); threshold {state['threshold']:.3f} "
-         f"accepts {accept:.0%} of the validation images")
+         f"accepts {state['val_accepted']:.1%} of the {n_val} validation images, {goal}")
+    if confidence and state["val_accepted"] == 1.0 and n_val < 200:
+        echo(f"warning: {n_val} validation images are too few for that guarantee; the threshold accepts all of them")
     return state

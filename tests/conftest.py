@@ -99,6 +99,20 @@ def run_cli(*args, cwd=None):
     return code, out.getvalue(), err.getvalue()
 
 
+def stale_temp_files(stale: list[Path], keep: list[Path]):
+    """Plant temp files an hour old, as a killed run leaves them (`stale`, named like the atomic
+    writer's `.NAME.XXXXXXXX.tmp`) and look-alikes of the user's (`keep`); returns a check that the
+    next run removed exactly the stale ones."""
+    import time
+
+    old = time.time() - 3600
+    for p in stale + keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+        os.utime(p, (old, old))
+    return lambda: not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
 def tiny_checkpoint(path: Path, size: int = 32, arch: str = "mobilenet_v3_small", **extra) -> Path:
     """A randomly initialised checkpoint in the project's format (seeded, so outputs are repeatable)."""
     import torch

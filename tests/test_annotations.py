@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, run_cli
+from conftest import CLASSES, run_cli, stale_temp_files
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.errors import UserError
 
@@ -128,18 +128,11 @@ def test_annotate_with_a_file_name_that_is_not_utf8(synth_data):
 
 
 def test_stale_temp_files_of_killed_runs_are_removed(synth_data):
-    import os
-    import time
-
-    old = time.time() - 3600
-    stale = [synth_data / ".class_distribution.png.k3j_x9ab.tmp", synth_data / ".annotations.csv.a1b2c3d4.tmp"]
-    keep = [synth_data / ".notes.tmp", synth_data / ".class_distribution.png.bak", synth_data / "mine.tmp"]
-    for p in stale + keep:
-        p.write_bytes(b"x")
-        os.utime(p, (old, old))
+    removed = stale_temp_files([synth_data / ".class_distribution.png.k3j_x9ab.tmp", synth_data / ".annotations.csv.a1b2c3d4.tmp"],
+                               [synth_data / ".notes.tmp", synth_data / ".class_distribution.png.bak", synth_data / "mine.tmp"])
     code, out, err = run_cli("annotate", synth_data)
     assert code == 0, err
-    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert removed()
 
 
 SLOW_DECODE = """

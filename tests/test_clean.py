@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import CLASSES, draw_shape, make_dataset, run_cli
+from conftest import CLASSES, draw_shape, make_dataset, run_cli, stale_temp_files
 from pokemon_classifier import clean
 
 
@@ -225,14 +225,20 @@ def test_undo_of_an_older_journal_first_is_refused(planted, tmp_path):
     assert (data / "quarantine" / "mew050.jpg").is_file()
 
 
-@pytest.mark.parametrize("content", [b"", b"a,b\n1,2\n", b"\xff\xfe\x00bad", b"img_name,pokemon_id\nx.jpg,1\n"])
-def test_undo_with_empty_or_foreign_csv(planted, tmp_path, content):
+@pytest.mark.parametrize("flag,content", [
+    *(("--undo", c) for c in (b"", b"a,b\n1,2\n", b"\xff\xfe\x00bad", b"img_name,pokemon_id\nx.jpg,1\n")),
+    *(("--apply", c) for c in (b"", b"\xff\xfe\x00\x81 not utf-8\n", b"img_name,action,new_label\na,b,c,d,e\n",
+                               b"img_name,action\nabra060.jpg,remove\nmew050.jpg,remove,x,y\n", b"name,what\n")),
+])
+def test_bad_changes_or_decisions_files_are_one_line_errors(planted, tmp_path, flag, content):
+    """--undo with an empty or foreign changes file, --apply with a broken decisions file: one line
+    naming the file, nothing in the data folder touched."""
     data = tmp_path / "d"
     shutil.copytree(planted, data)
     start = _tree_hash(data)
-    bad = tmp_path / "changes.csv"
+    bad = tmp_path / "given.csv"
     bad.write_bytes(content)
-    code, _, err = run_cli("clean", data, "--undo", bad)
+    code, _, err = run_cli("clean", data, flag, bad)
     _one_line_error(code, err, str(bad))
     assert _tree_hash(data) == start
 
@@ -250,18 +256,6 @@ def test_decisions_cannot_escape_images(planted, tmp_path):
     assert not (data / "clean" / "journal").exists() or not list((data / "clean" / "journal").iterdir())
 
 
-@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00\x81 not utf-8\n", b"img_name,action,new_label\na,b,c,d,e\n",
-                                     b"img_name,action\nabra060.jpg,remove\nmew050.jpg,remove,x,y\n",
-                                     b"name,what\n"])
-def test_bad_decisions_files_are_one_line_errors(planted, tmp_path, content):
-    data = tmp_path / "d"
-    shutil.copytree(planted, data)
-    start = _tree_hash(data)
-    dec = tmp_path / "dec.csv"
-    dec.write_bytes(content)
-    code, _, err = run_cli("clean", data, "--apply", dec)
-    _one_line_error(code, err, str(dec))
-    assert _tree_hash(data) == start
 
 
 @pytest.mark.parametrize("content", [b"img_name,pokemon_id\n", b"", b"img_name,pokemon_id\n\xff\xfe.jpg,1\n",
@@ -274,18 +268,10 @@ def test_clean_on_empty_or_unreadable_annotations(tmp_path, content):
 
 
 def test_stale_temp_files_of_a_killed_clean_are_removed(planted, tmp_path):
-    import os
-    import time
-
     data = tmp_path / "d"
     shutil.copytree(planted, data)
-    (data / "clean").mkdir(exist_ok=True)
-    old = time.time() - 3600
-    stale = [data / ".annotations.csv.ab12cd34.tmp", data / "clean" / ".report.html.x_y9z8w7.tmp"]
-    keep = [data / ".annotations.csv.tmp", data / "clean" / "my.tmp"]
-    for p in stale + keep:
-        p.write_text("x")
-        os.utime(p, (old, old))
+    removed = stale_temp_files([data / ".annotations.csv.ab12cd34.tmp", data / "clean" / ".report.html.x_y9z8w7.tmp"],
+                               [data / ".annotations.csv.tmp", data / "clean" / "my.tmp"])
     code, _, err = run_cli("clean", data, "--apply", _decisions(tmp_path / "k.csv", "abra060.jpg,keep,\n"))
     assert code == 0, err
-    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert removed()

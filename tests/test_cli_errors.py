@@ -148,6 +148,8 @@ CASES = [
     ("predict-topk-0", "predict --weights {T}/good.pt --topk 0 {T}/data/images", "argument --topk: '0'"),
     ("evaluate-batch-size-0", "evaluate --weights {T}/good.pt --data {T}/data --batch-size 0",
      "argument --batch-size: '0'"),
+    ("calibrate-confidence-1", "calibrate --weights {T}/good.pt --data {T}/data --negatives {T}/data --confidence 1",
+     "--confidence 1.0: choose a probability in [0, 1)"),
     ("soup-batch-size-0", "soup {T}/good.pt {T}/good.pt --out {T}/out/s.pt --batch-size 0", "argument --batch-size: '0'"),
     ("calibrate-keep-2", "calibrate --weights {T}/good.pt --data {T}/data --keep 2", "argument --keep: '2'"),
     ("calibrate-sizes-0", "calibrate --weights {T}/good.pt --data {T}/data --sizes 0", "argument --sizes: '0'"),

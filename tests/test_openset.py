@@ -127,7 +127,7 @@ def test_score_is_the_weighted_sum_of_z_scored_parts(fitted):
 def test_threshold_for_keeps_the_promised_share_of_new_pictures_with_the_promised_confidence():
     """The plain 5% quantile of 300 validation scores lets fewer than 95% of new pictures through
     about half the time; the tolerance bound keeps >= 95% in about 90% of draws."""
-    from scipy.stats import norm
+    from scipy.stats import beta, norm
 
     rng = np.random.default_rng(0)
     bounded, plain = [], []
@@ -135,11 +135,15 @@ def test_threshold_for_keeps_the_promised_share_of_new_pictures_with_the_promise
         val = rng.normal(size=300)
         t, share = openset.threshold_for(val, 0.95, 0.9)
         assert share == (val >= t).mean() and 0.95 < share < 0.99
+        r = int((val < t).sum()) + 1  # the threshold is the r-th smallest score: the largest rank the bound allows
+        assert beta.sf(0.95, 301 - r, r) >= 0.9 > beta.sf(0.95, 300 - r, r + 1)
         bounded.append(norm.sf(t) >= 0.95)  # the true share of new N(0, 1) scores accepted
         plain.append(norm.sf(openset.threshold_for(val, 0.95, None)[0]) >= 0.95)
     assert 0.85 <= np.mean(bounded) <= 0.95 and 0.35 <= np.mean(plain) <= 0.65
-    # too few images for the bound: accept them all
+    # too few images for the bound: accept them all (and calibrate warns); 0 = the plain quantile
     assert openset.threshold_for([3.0, 1.0, 2.0], 0.95, 0.9) == (1.0, 1.0)
+    assert not openset.bound_met(44, 0.95, 0.9) and openset.bound_met(45, 0.95, 0.9)
+    assert openset.threshold_for(val, 0.95, 0) == openset.threshold_for(val, 0.95, None)
 
 
 @pytest.mark.parametrize("arch,tap,dim,channels", [("efficientnet_lite0", 4, 1280, 112), ("mobilenet_v3_large", 12, 1280, 112)])
@@ -162,13 +166,25 @@ def test_network_features_and_a_head_without_texture_statistics():
     from pokemon_classifier.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("mobilenet_v3_small", pretrained=False).eval()
+    model = build_model("mobilenet_v3_small", pretrained=False).train()
+    model.features[:4].eval()  # frozen stages, as train --freeze leaves them
+    modes = [m.training for m in model.modules()]
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     net = openset.WithFeatures(model)
+    # building it (a probe forward pass) moves no batch-norm statistic and no module's mode
+    assert [m.training for m in model.modules()] == modes and net.tap == 8 and net.dim == 1024
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    model.eval()
+    taps = []
+    model.features[8].register_forward_hook(lambda m, i, o: taps.append(o))
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         logits, feats = net(x)
-        assert torch.allclose(logits, model(x), atol=1e-5) and feats.shape == (4, 1120) and net.dim == 1024
-    assert model.training is False and net.tap == 8
+        assert torch.allclose(logits, model(x), atol=1e-5) and feats.shape == (4, 1120)
+    # the texture statistics: mean, then (population) std of each channel of the tapped stage
+    s = taps[0]
+    assert torch.allclose(feats[:, 1024:1072], s.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(feats[:, 1072:], s.std((2, 3), unbiased=False), atol=1e-5)
     rng = np.random.default_rng(0)
     tf, nf, vf = (rng.normal(size=(n, 1120)).astype(np.float32) for n in (60, 20, 30))
     vl = rng.normal(size=(30, 151)).astype(np.float32)

@@ -117,6 +117,9 @@ def test_auto_backend_exports_once_into_the_cache_and_matches_torch(ckpt, tmp_pa
     changed = tmp_path / "other.pt"
     changed.write_bytes(ckpt.read_bytes())  # same bytes under another name: cached, no export needed
     assert Classifier.load(changed, backend="auto").backend == "onnx"
+    # new code that builds the graph differently (a release) is a new key: exported again
+    monkeypatch.setattr(export, "graph_code", lambda: "0123456789")
+    assert Classifier.load(ckpt, backend="auto").backend == "torch"
     tiny_checkpoint(tmp_path / "fresh.pt", extra_note="other bytes")
     assert Classifier.load(tmp_path / "fresh.pt", backend="auto").backend == "torch"
     assert "serving with torch: ONNX export of" in capsys.readouterr().out

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli
+from conftest import run_cli, stale_temp_files
 from pokemon_classifier.splits import extend_with_train, fold_val, group_split, leak_report, random_split
 
 
@@ -165,19 +165,12 @@ def test_kill_9_of_split_leaves_no_worker_processes(synth_data):
 def test_split_and_dedup_remove_their_stale_temp_files(synth_data):
     """Temp files that a killed split/dedup left beside its output are removed by the next run; other
     files that look alike are not touched."""
-    import os
-    import time
-
-    old = time.time() - 3600
-    stale = [synth_data / ".splits.csv.k3j_x9ab.tmp", synth_data / ".dedup.csv.a1b2c3d4.tmp"]
-    keep = [synth_data / ".splits.csv.tmp", synth_data / ".splits.csv.bak", synth_data / "dedup.tmp"]
-    for p in stale + keep:
-        p.write_bytes(b"x")
-        os.utime(p, (old, old))
+    removed = stale_temp_files([synth_data / ".splits.csv.k3j_x9ab.tmp", synth_data / ".dedup.csv.a1b2c3d4.tmp"],
+                               [synth_data / ".splits.csv.tmp", synth_data / ".splits.csv.bak", synth_data / "dedup.tmp"])
     for cmd in ("dedup", "split"):
         code, _, err = run_cli(cmd, synth_data, "--workers", "1")
         assert code == 0, err
-    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert removed()
 
 
 

@@ -102,15 +102,30 @@ def load_onnx(path, threads: int | None = None):
     return run, meta
 
 
+def graph_code() -> str:
+    """A fingerprint of the code that builds the exported graph (models, open-set head, export): a
+    release that changes how the graph is built re-exports even an unchanged best.pt."""
+    import hashlib
+
+    from pokemon_classifier import models, openset
+
+    h = hashlib.sha256()
+    for source in (models.__file__, openset.__file__, __file__):
+        h.update(Path(source).read_bytes())
+    return h.hexdigest()[:10]
+
+
 def cached_onnx(weights) -> Path:
     """The ONNX export of checkpoint `weights`, made once and kept in the user cache under the hash of
-    the checkpoint's bytes (so serve starts in a second the next time, and a new best.pt is re-exported)."""
+    the checkpoint's bytes and of the code that builds the graph (so serve starts in a second the
+    next time, and a new best.pt or a new release is re-exported)."""
     import onnxruntime  # noqa: F401  (fail here, before exporting, when it is missing)
 
     from pokemon_classifier.fileio import sha256_file
     from pokemon_classifier.runtime import cache_dir
 
-    out = cache_dir() / "onnx" / f"{sha256_file(weights)[:20]}-torch{torch.__version__.split('+')[0]}.onnx"
+    key = f"{sha256_file(weights)[:20]}-{graph_code()}-torch{torch.__version__.split('+')[0]}"
+    out = cache_dir() / "onnx" / f"{key}.onnx"
     if not out.is_file():
         export_onnx(weights, out)
     return out

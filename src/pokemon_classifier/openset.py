@@ -230,22 +230,22 @@ class OpenSetHead(torch.nn.Module):
 
 
 def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
-        C: float = OE_C, accept: float = 0.95, weights: dict | None = None, dim: int | None = None,
+        C: float = OE_C, accept: float = 0.95, weights: dict | None = None, *, dim: int,
         style: bool = True, confidence: float | None = 0.9) -> dict:
     """The open-set state for a checkpoint: every part fitted on training features (+ tuning
     negatives for `oe`), z-scored on the validation images, weighted (WEIGHTS unless given), and
     the threshold from `threshold_for` (at least `accept` of new Gen-1 pictures accepted, with
     `confidence`; None: simply accept `accept` of the validation images).
 
-    Features are WithFeatures' columns: the first `dim` (default: all) are the penultimate ones, the
+    Features are WithFeatures' columns: the first `dim` (WithFeatures.dim) are the penultimate ones, the
     kNN bank's; the `oe` head also sees the texture statistics after them unless style=False."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
     tf = np.asarray(train_feats, dtype=np.float64)
-    dim = int(dim or tf.shape[1])
+    dim = int(dim)
     oe_cols = tf.shape[1] if style else dim
-    state: dict = {"version": 1, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
+    state: dict = {"version": 2, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
                    "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats)),
                    "confidence": confidence, "C": float(C), "features": {"penultimate": dim, "oe": int(oe_cols)}}
     if "knn" in parts:
@@ -283,18 +283,26 @@ def threshold_for(val_scores, accept: float, confidence: float | None = 0.9) -> 
     >= 95%). A distribution-free tolerance bound fixes it: with the threshold at the r-th smallest
     of n exchangeable scores, the share of new pictures accepted follows Beta(n + 1 - r, r)
     (Wilks 1941; split conformal prediction), so r is the largest rank whose Beta tail clears
-    `confidence`. With too few images for the bound, the lowest score (r = 1) is used."""
+    `confidence`. With too few images for the bound (bound_met), the lowest score is used; a
+    falsy confidence gives the plain quantile."""
     from scipy.stats import beta
 
     s = np.sort(np.asarray(val_scores, dtype=np.float64))
     n = len(s)
-    if confidence is None:
+    if not confidence:
         t = float(np.quantile(s, 1 - accept))
     else:
         ranks = np.arange(1, n + 1)
         ok = beta.sf(accept, n + 1 - ranks, ranks) >= confidence
         t = float(s[ranks[ok].max() - 1]) if ok.any() else float(s[0])
     return t, float((s >= t).mean())
+
+
+def bound_met(n: int, accept: float, confidence: float | None) -> bool:
+    """Whether n validation images are enough for threshold_for's bound (at r = 1)."""
+    from scipy.stats import beta
+
+    return not confidence or bool(beta.sf(accept, n, 1) >= confidence)
 
 
 def to_checkpoint(state: dict) -> dict:
@@ -412,10 +420,11 @@ class WithFeatures(torch.nn.Module):
     @torch.no_grad()
     def _probe(self, m) -> tuple[int, int]:
         """The index of the last stage whose output is 1/16 of the input, and the penultimate width."""
-        was, tap = m.training, None
+        modes, tap = {mod: mod.training for mod in m.modules()}, None
         m.eval()  # a probe must not move batch-norm statistics
         try:
-            x = torch.zeros(1, 3, 64, 64, device=next(m.parameters()).device)
+            w = next(m.parameters())
+            x = torch.zeros(1, 3, 64, 64, device=w.device, dtype=w.dtype)
             if self._timm:
                 x = m.bn1(m.conv_stem(x))
             for i, stage in enumerate(self._stages(m)):
@@ -424,8 +433,9 @@ class WithFeatures(torch.nn.Module):
             if self._timm:
                 x = m.bn2(m.conv_head(x))
             dim = self._head(m, x)[1].shape[1]
-        finally:
-            m.train(was)
+        finally:  # each module as it was (frozen stages stay in eval mode)
+            for mod, training in modes.items():
+                mod.training = training
         if tap is None:
             raise ValueError(f"{type(m).__name__}: no stage at 1/16 of the input resolution")
         return tap, int(dim)
@@ -444,7 +454,7 @@ class WithFeatures(torch.nn.Module):
         if m is not self.model:
             logits = logits[:, : self.model.n]
         mu = s.mean((2, 3))
-        sd = (s.square().mean((2, 3)) - mu.square()).clamp_min(0).sqrt()
+        sd = (s - mu[..., None, None]).square().mean((2, 3)).sqrt()
         return logits, torch.cat([f, mu, sd], 1)
 
 
@@ -514,6 +524,6 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     echo(f"open-set score fitted on {state['n_train']} training images and {state['n_negatives']} negatives "
          f"({len(tune)} from {negatives_dir}, {len(degenerate)} generated); threshold {state['threshold']:.3f} "
          f"accepts {state['val_accepted']:.1%} of the {n_val} validation images, {goal}")
-    if confidence and state["val_accepted"] == 1.0 and n_val < 200:
+    if not bound_met(n_val, accept, confidence):
         echo(f"warning: {n_val} validation images are too few for that guarantee; the threshold accepts all of them")
     return state

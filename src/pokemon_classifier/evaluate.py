@@ -30,7 +30,6 @@ from pokemon_classifier.errors import UserError
 from pokemon_classifier.runtime import DEVICE_HELP
 
 
-
 @dataclass
 class Evaluation:
     """What evaluate_frame measured: the summary, and the readable rows behind it."""

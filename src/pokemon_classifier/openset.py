@@ -404,41 +404,36 @@ class WithFeatures(torch.nn.Module):
     def _stages(self, m):
         return list(m.blocks) if self._timm else list(m.features)
 
-    def _trunk(self, m, x):
-        """(last feature map, the tapped stride-16 map)."""
+    def _trunk(self, m, x, tap: int):
+        """(last feature map, the output of stage `tap`, each stage's output width)."""
         if self._timm:  # timm EfficientNet.forward_features, with the tap between its blocks
             x = m.bn1(m.conv_stem(x))
-        tapped = x
+        tapped, widths = x, []
         for i, stage in enumerate(self._stages(m)):
             x = stage(x)
-            if i == self.tap:
+            widths.append(x.shape[-1])
+            if i == tap:
                 tapped = x
         if self._timm:
             x = m.bn2(m.conv_head(x))
-        return x, tapped
+        return x, tapped, widths
 
     @torch.no_grad()
     def _probe(self, m) -> tuple[int, int]:
         """The index of the last stage whose output is 1/16 of the input, and the penultimate width."""
-        modes, tap = {mod: mod.training for mod in m.modules()}, None
+        modes = {mod: mod.training for mod in m.modules()}
         m.eval()  # a probe must not move batch-norm statistics
         try:
             w = next(m.parameters())
-            x = torch.zeros(1, 3, 64, 64, device=w.device, dtype=w.dtype)
-            if self._timm:
-                x = m.bn1(m.conv_stem(x))
-            for i, stage in enumerate(self._stages(m)):
-                x = stage(x)
-                tap = i if x.shape[-1] == 4 else tap
-            if self._timm:
-                x = m.bn2(m.conv_head(x))
+            x, _, widths = self._trunk(m, torch.zeros(1, 3, 64, 64, device=w.device, dtype=w.dtype), tap=-1)
             dim = self._head(m, x)[1].shape[1]
         finally:  # each module as it was (frozen stages stay in eval mode)
             for mod, training in modes.items():
                 mod.training = training
-        if tap is None:
+        taps = [i for i, width in enumerate(widths) if width == 4]
+        if not taps:
             raise ValueError(f"{type(m).__name__}: no stage at 1/16 of the input resolution")
-        return tap, int(dim)
+        return taps[-1], int(dim)
 
     def _head(self, m, x):
         if self._timm:
@@ -449,7 +444,7 @@ class WithFeatures(torch.nn.Module):
 
     def forward(self, x):
         m = getattr(self.model, "model", self.model)
-        x, s = self._trunk(m, x)
+        x, s, _ = self._trunk(m, x, self.tap)
         logits, f = self._head(m, x)
         if m is not self.model:
             logits = logits[:, : self.model.n]

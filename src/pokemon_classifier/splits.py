@@ -200,6 +200,14 @@ def read_splits(path, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
     return df[["img_name", "split"]]
 
 
+def split_kind(path: Path) -> str:
+    """What a splits.csv is: its `kind` column (written by `split`), else 'unknown'."""
+    kinds = pd.read_csv(path, usecols=lambda c: c == "kind", dtype=str)
+    if "kind" in kinds.columns and kinds["kind"].nunique() == 1:
+        return str(kinds["kind"].iloc[0])
+    return "unknown"
+
+
 def extend_with_train(groups: pd.DataFrame, old: pd.DataFrame) -> pd.Series:
     """Per row of `groups`: its split in `old` (img_name, split), and for a picture `old` does not list
     (an extra training folder added with `annotate --add`) 'train', or 'unused' when its near-duplicate
@@ -245,8 +253,8 @@ def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold
     if extend is not None:
         old = read_splits(extend)
         split = extend_with_train(groups, old)
-        kind = pd.read_csv(extend, dtype=str).get("kind", pd.Series(["unknown"])).iloc[0]
-        splits = pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(), "kind": kind})
+        splits = pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(),
+                               "kind": split_kind(extend)})
         added = ~groups["img_name"].isin(old["img_name"]).to_numpy()
         unused = splits.loc[splits["split"] == UNUSED, "img_name"].tolist()
         echo(f"extended {extend}: {int(added.sum()) - len(unused)} new pictures join train; {len(unused)} left "

@@ -42,7 +42,7 @@ from pokemon_classifier.models import (ARCHS, build_model, freeze_stages, prepro
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
 from pokemon_classifier.runtime import DEVICE_HELP, all_sum, init_distributed, loader_workers, local_rank, pick_device  # noqa: F401
 from pokemon_classifier.runtime import fraction, nonnegative_int, positive_float, positive_int
-from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits
+from pokemon_classifier.splits import SPLITS_CSV, make_splits, read_splits, split_kind
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -393,14 +393,6 @@ def load_resume(args) -> dict | None:
         raise UserError(f"--resume {args.resume}: the run already finished its {done} epochs; "
                         f"pass --epochs N (N > {done}) to train on")
     return ck
-
-
-def split_kind(path: Path) -> str:
-    """What a splits.csv is: its `kind` column (written by `split`), else 'unknown'."""
-    kinds = pd.read_csv(path, usecols=lambda c: c == "kind", dtype=str)
-    if "kind" in kinds.columns and kinds["kind"].nunique() == 1:
-        return str(kinds["kind"].iloc[0])
-    return "unknown"
 
 
 def prepare_splits(args, df: pd.DataFrame, rank: int) -> tuple[pd.DataFrame, Path]:

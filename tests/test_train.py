@@ -256,6 +256,25 @@ def test_init_seed_fixes_the_initial_weights_whatever_the_seed(synth_data, tmp_p
     assert not _same(a, c)
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_refuses_a_mismatch(synth_data, tmp_path):
+    """--init: the run starts from another checkpoint's weights (whatever the seed), and says where from."""
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "a", "--epochs", "1",
+                           "--max-batches", "2", "--seed", "1", *FAST)
+    assert code == 0, err
+    src = tmp_path / "a" / "last.pt"
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "b", "--epochs", "1",
+                           "--max-batches", "0", "--seed", "2", "--init", src, *FAST)
+    assert code == 0, err
+    assert _same(_weights(tmp_path / "b" / "best.pt"), _weights(src))
+    ck = torch.load(tmp_path / "b" / "best.pt", map_location="cpu", weights_only=True)
+    assert ck["init"]["file"] == str(src) and len(ck["init"]["sha256"]) == 64
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "c", "--epochs", "1", "--max-batches", "0",
+                           "--init", src, *[a if a != "mobilenet_v3_small" else "efficientnet_lite0" for a in FAST])
+    assert code == 2 and "--init" in err and "mobilenet_v3_small" in err and "Traceback" not in err
+    code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "d", "--init", tmp_path / "nope.pt", *FAST)
+    assert code == 2 and "nope.pt" in err and "not found" in err
+
+
 def test_checkpoints_have_a_version_one_epoch_convention_and_the_real_split(synth_data, tmp_path):
     run_cli("split", synth_data, "--random")
     code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "r", "--epochs", "1",

@@ -5,6 +5,8 @@
         --img-size 192 --freeze 2 --epochs 12
     pokemon-classifier train --config configs/shipped.yaml --data data/ --out runs/shipped
     pokemon-classifier train --resume runs/lite0/last.pt                       # after a crash
+    pokemon-classifier train --config configs/shipped.yaml --data data/ --out runs/oe --init best.pt \
+        --lr 1e-4 --epochs 3 --negatives negatives/                          # fine-tune with outlier exposure
     torchrun --nproc_per_node=2 -m pokemon_classifier train --data data/ --out runs/ddp
 
 Recipe defaults (the original project's): mobilenet_v3_large with a 151-way head, cross-entropy,
@@ -62,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
     g.add_argument("--weights-file", help="local ImageNet state_dict for --arch (implies --pretrained)")
     g.add_argument("--freeze", type=nonnegative_int, default=0, help="freeze the stem and the first N stages")
+    g.add_argument("--init", type=Path, metavar="CKPT",
+                   help="fine-tune: start from the weights of this pokemon-classifier checkpoint (same --arch and "
+                        "classes; only its weights are read, the recipe comes from these options)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=None,
                    help="default 25; with --resume, a larger number extends a run (the schedule continues)")
@@ -243,7 +248,7 @@ def plot_curves(metrics: pd.DataFrame, path: Path) -> None:
 
 # ---------------------------------------------------------------- options
 
-PATH_OPTIONS = ("data", "out", "splits", "config", "resume", "negatives")
+PATH_OPTIONS = ("data", "out", "splits", "config", "resume", "negatives", "init")
 
 
 def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
@@ -458,6 +463,20 @@ def check_args(args) -> None:
         if not args.resume:  # a resumed run starts from last.pt and never reads the file again
             # loaded once here so that a bad file is refused before minutes of hashing and caching
             build_model(args.arch, pretrained=True, weights_file=args.weights_file)
+    if args.init and not args.resume:
+        init_weights(args.init, args.arch)  # refused now, not after the cache is built
+
+
+def init_weights(path, arch: str) -> dict:
+    """The state_dict of --init CKPT, checked against the run's architecture and classes."""
+    ck = read_checkpoint(path)
+    if "model" not in ck or "arch" not in ck:
+        raise UserError(f"--init {path}: not a pokemon-classifier checkpoint")
+    if ck["arch"] != arch:
+        raise UserError(f"--init {path}: its architecture is {ck['arch']}, this run trains {arch} (--arch)")
+    if [int(i) for i in ck.get("class_ids", pokedex.IDS)] != list(pokedex.IDS):
+        raise UserError(f"--init {path}: its classes are not the 151 Gen-1 Pokemon this run trains")
+    return ck["model"]
 
 
 # ---------------------------------------------------------------- main
@@ -503,8 +522,11 @@ def main(args) -> int:
         args, images, labels, split, pre, rank, world, device)
 
     torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
-    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
-                        weights_file=None if resume_ck else args.weights_file)
+    fresh = not resume_ck and not args.init  # --resume and --init bring their own weights
+    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and fresh,
+                        weights_file=args.weights_file if fresh else None)
+    if args.init and not resume_ck:
+        model.load_state_dict(init_weights(args.init, args.arch))
     frozen = freeze_stages(model, args.arch, args.freeze)
     model.to(device)
     if args.channels_last:
@@ -522,6 +544,10 @@ def main(args) -> int:
             "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
     if oe:
         meta["outlier_exposure"] = oe
+    if args.init:
+        from pokemon_classifier.fileio import sha256_file
+
+        meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init) if args.init.is_file() else None}
     saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
     start_epoch = 0
     if resume_ck:

@@ -37,6 +37,7 @@ def test_negatives_split_halves_each_kind_and_keeps_a_species_on_one_side():
 
 # ------------------------------------------------------------ fitted end to end on generated data
 
+import importlib.util  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 
@@ -44,6 +45,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from conftest import run_cli, tiny_checkpoint  # noqa: E402
+from pokemon_classifier.models import load_checkpoint  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
 
@@ -90,13 +92,10 @@ def test_predict_uses_the_score_from_the_same_forward_pass(fitted):
     images, _ = openset.degenerate_set(2, seed=9, size=64)
     x = torch.stack([clf.preprocess(im) for im in images])
     results = clf.predict_tensors(x, 3)
-    model, meta = torch.nn.Module(), None  # recompute the score by hand: network features -> head
-    from pokemon_classifier.models import load_checkpoint
-
-    model, meta = load_checkpoint(ck)
+    model, meta = load_checkpoint(ck)  # recompute the score by hand: network features -> head
+    assert not meta["openset"]["flip"]
     with torch.no_grad():
-        logits, feats = openset.WithFeatures(model)(x)
-        score = openset.OpenSetHead(meta["openset"])(logits, feats).numpy()
+        score = openset.OpenSetHead(meta["openset"])(*openset.WithFeatures(model)(x)).numpy()
     assert [r["open_set_score"] for r in results] == pytest.approx(score, abs=1e-3)
     assert [r["unknown"] for r in results] == list(score < meta["openset"]["threshold"])
     assert all(r["name"] == "unknown" for r, s in zip(results, score) if s < meta["openset"]["threshold"])
@@ -249,10 +248,43 @@ def test_openset_cv_tool_scores_each_bank_and_accept_level_on_the_tuning_half_on
     monkeypatch.setattr(openset, "extract", spy)
     assert mod.main(["--weights", str(ck), "--data", str(data), "--splits", str(data / "splits.csv"),
                      "--negatives", str(neg), "--without", str(data), "--accept", "0.9", "0.95",
-                     "--part-weights", "1,1,1", "1.5,2,1", "--style", "on", "off"]) == 0
+                     "--part-weights", "1,1,1", "1.5,2,1", "--style", "on", "off", "--flip", "on", "off",
+                     "--repeats", "2"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("bank ")]
-    assert len(lines) == 16 and all("mean over the negative kinds" in l and "degenerate" in l for l in lines)
-    assert sum("weights 1.5,2,1, texture off:" in l for l in lines) == 4
+    assert len(lines) == 32 and all("mean over the negative kinds" in l and "degenerate" in l for l in lines)
+    assert sum("weights 1.5,2,1, texture off, mirror image on:" in l for l in lines) == 4
+    assert all(l.endswith("(2 splits)") for l in lines)
     table = openset.read_negatives(neg)
     assert not set(seen) & {str(p) for p in table.loc[table["half"] == "report", "path"]}
     assert set(seen) >= {str(p) for p in table.loc[table["half"] == "tune", "path"]}
+
+
+def test_flip_scores_the_mean_over_the_image_and_its_mirror_image(fitted, tmp_path):
+    """calibrate --flip: the score is the mean of the head over the image and its left-right mirror
+    (one batch; the prediction is the image's own), in torch and in the ONNX graph alike."""
+    data, neg, _ = fitted
+    ck = tmp_path / "flip.pt"
+    code, _, err = run_cli("calibrate", "--weights", fitted[2], "--data", data, "--negatives", neg, "--device", "cpu",
+                           "--flip", "--out", ck)
+    assert code == 0, err
+    model, meta = load_checkpoint(ck)
+    state = meta["openset"]
+    assert state["flip"] is True and state["val_accepted"] >= 0.95  # the threshold is set on the mean score
+    scored = openset.Scored(model, openset.OpenSetHead(state)).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        logits, score = scored(x)
+        net, head = openset.WithFeatures(model).eval(), openset.OpenSetHead(state)
+        l1, f1 = net(x)
+        l2, f2 = net(x.flip(3))
+        assert torch.allclose(logits, l1, atol=1e-5)
+        assert torch.allclose(score, (head(l1, f1) + head(l2, f2)) / 2, atol=1e-4)
+        assert not torch.allclose(score, head(l1, f1), atol=1e-4)  # the mirror image really counts
+    images, _ = openset.degenerate_set(1, seed=4, size=64)
+    a = Classifier.load(ck).predict_batch(images)
+    assert [r["open_set_score"] for r in a] != [r["open_set_score"] for r in Classifier.load(fitted[2]).predict_batch(images)]
+    if importlib.util.find_spec("onnxruntime"):
+        code, _, err = run_cli("export", "--weights", ck, "--onnx", tmp_path / "flip.onnx")
+        assert code == 0, err
+        b = Classifier.load(tmp_path / "flip.onnx").predict_batch(images)
+        assert [r["open_set_score"] for r in b] == pytest.approx([r["open_set_score"] for r in a], abs=1e-3)

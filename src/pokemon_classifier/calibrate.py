@@ -4,6 +4,7 @@
     pokemon-classifier calibrate --weights best.pt --data data/ --splits s.csv --out best_calibrated.pt
     pokemon-classifier calibrate --weights soup.pt --data data/ --sizes 224 240 256   # also pick the crop size
     pokemon-classifier calibrate --weights best.pt --data data/ --negatives negatives/  # + the open-set score
+    pokemon-classifier calibrate --weights best.pt --data data/ --negatives negatives/ --flip  # + its mirror image
 
 Everything is stored in the checkpoint and used by predict/serve/export. The top-probability
 threshold keeps --keep of the correct validation predictions above it. With --negatives (a folder
@@ -97,6 +98,9 @@ def add_arguments(p) -> None:
     p.add_argument("--confidence", type=float, default=0.9,
                    help="with --negatives: how sure to be of --accept, given how few validation images there are "
                         "(a distribution-free bound; 0 = simply accept --accept of the validation images)")
+    p.add_argument("--flip", action="store_true",
+                   help="with --negatives: the open-set score is the mean over the image and its mirror image "
+                        "(twice the compute per picture; README \"Unknown\" has what it changed)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
@@ -149,7 +153,7 @@ def main(args) -> int:
         ck["openset"] = openset.fit_from_files(
             model, meta, [safe_image_path(args.data, n) for n in train["img_name"]], [p for i, p in enumerate(paths) if ok[i]],
             args.negatives, t, args.accept, progress, echo=lambda m: print(m, file=sys.stderr),
-            confidence=args.confidence or None)
+            confidence=args.confidence or None, flip=args.flip)
         ck["unknown_threshold"] = 0.0  # the open-set score decides; the top-probability floor is off
     out = args.out or Path(args.weights)
     atomic_torch_save(ck, out)

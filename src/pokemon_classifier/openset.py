@@ -10,7 +10,8 @@ the checkpoint), a linear "is this a Gen-1 Pokemon?" head fitted on training fea
 texture statistics of a middle stage against tuning negatives and generated degenerate pictures
 (outlier exposure at the head), and the calibrated top probability. Higher score = more likely a
 Gen-1 Pokemon; below the stored threshold (a tolerance bound on the validation scores) the
-answer is unknown.
+answer is unknown. With `calibrate --flip` the score is the mean over the picture and its
+mirror image (twice the compute; README "Unknown" has what it changed).
 
 Negatives used to fit and tune never overlap those used to report: `split_negatives` halves the
 photos by item and the later-generation Pokemon by species (artwork and icon of one species stay
@@ -206,6 +207,7 @@ class OpenSetHead(torch.nn.Module):
                              persistent=False)
         weights = state.get("weights") or {}
         self.register_buffer("weights", torch.tensor([float(weights.get(p, 1.0)) for p in self.parts]), persistent=False)
+        self.flip = bool(state.get("flip", False))  # the score is the mean over the image and its mirror image
 
     def project(self, feats: torch.Tensor) -> torch.Tensor:
         x = (feats - self.pca_mean) @ self.pca_components.T
@@ -231,14 +233,18 @@ class OpenSetHead(torch.nn.Module):
 
 def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
         C: float = OE_C, accept: float = 0.95, weights: dict | None = None, *, dim: int,
-        style: bool = True, confidence: float | None = 0.9) -> dict:
+        style: bool = True, confidence: float | None = 0.9, val_flipped: tuple | None = None) -> dict:
     """The open-set state for a checkpoint: every part fitted on training features (+ tuning
     negatives for `oe`), z-scored on the validation images, weighted (WEIGHTS unless given), and
     the threshold from `threshold_for` (at least `accept` of new Gen-1 pictures accepted, with
     `confidence`; None: simply accept `accept` of the validation images).
 
     Features are WithFeatures' columns: the first `dim` (WithFeatures.dim) are the penultimate ones, the
-    kNN bank's; the `oe` head also sees the texture statistics after them unless style=False."""
+    kNN bank's; the `oe` head also sees the texture statistics after them unless style=False.
+
+    With `val_flipped` (the validation images' (logits, features) mirrored left-right) the score
+    becomes the mean over an image and its mirror image (`flip` in the state; Scored runs both in one
+    batch): the parts are fitted as without, the threshold is set on the mean."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
@@ -247,7 +253,8 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
     oe_cols = tf.shape[1] if style else dim
     state: dict = {"version": 2, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
                    "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats)),
-                   "confidence": confidence, "C": float(C), "features": {"penultimate": dim, "oe": int(oe_cols)}}
+                   "confidence": confidence, "C": float(C), "features": {"penultimate": dim, "oe": int(oe_cols)},
+                   "flip": val_flipped is not None}
     if "knn" in parts:
         pca = PCA(int(min(pca_dim, dim, len(tf) - 1)), random_state=0).fit(tf[:, :dim])
         state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32),
@@ -268,7 +275,10 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
                                      torch.as_tensor(val_feats, dtype=torch.float32)).numpy()
         state["norm"] = {p: (float(raw[:, i].mean()), float(raw[:, i].std() + 1e-12)) for i, p in enumerate(state["parts"])}
         state["weights"] = {p: float((WEIGHTS if weights is None else weights).get(p, 1.0)) for p in state["parts"]}
-        score = OpenSetHead(state)(torch.as_tensor(val_logits), torch.as_tensor(val_feats)).numpy()
+        head = OpenSetHead(state)
+        score = head(torch.as_tensor(val_logits), torch.as_tensor(val_feats)).numpy()
+        if val_flipped is not None:
+            score = (score + head(*(torch.as_tensor(a) for a in val_flipped)).numpy()) / 2
     state["threshold"], state["val_accepted"] = threshold_for(score, accept, confidence)
     return to_checkpoint(state)
 
@@ -461,16 +471,22 @@ class Scored(torch.nn.Module):
         self.net, self.head = WithFeatures(model), head
 
     def forward(self, x):
-        logits, feats = self.net(x)
-        return logits, self.head(logits, feats)
+        if not self.head.flip:
+            logits, feats = self.net(x)
+            return logits, self.head(logits, feats)
+        n = x.shape[0]  # the image and its mirror image in one batch; the prediction is the image's own
+        logits, feats = self.net(torch.cat([x, x.flip(3)]))
+        score = self.head(logits, feats)
+        return logits[:n], (score[:n] + score[n:]) / 2
 
 
 # ---------------------------------------------------------------- fitting from files (calibrate)
 
 @torch.inference_mode()
-def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = False, desc: str = "features"):
+def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = False, desc: str = "features",
+            flip: bool = False):
     """(logits (N,C), features (N,D), errors {row: message}) for images (paths, PIL images, bytes),
-    with the checkpoint's evaluation preprocessing; unreadable rows are NaN."""
+    with the checkpoint's evaluation preprocessing (mirrored left-right with flip=True); unreadable rows are NaN."""
     from pokemon_classifier.predict import readable_batches
 
     net = WithFeatures(model).eval()
@@ -479,6 +495,7 @@ def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = Fal
     errors: dict[int, str] = {}
     device = next(model.parameters()).device
     for idx, x in readable_batches(items, meta["preprocessing"], errors, batch_size, progress=progress, desc=desc):
+        x = x.flip(3) if flip else x
         lo, fe = net(x.to(device).contiguous(memory_format=torch.channels_last))
         if logits is None:
             logits = np.full((len(items), lo.shape[1]), np.nan, np.float32)
@@ -499,7 +516,8 @@ def file_key(path) -> str:
 
 
 def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, temperature: float,
-                   accept: float = 0.95, progress: bool = False, echo=print, confidence: float | None = 0.9) -> dict:
+                   accept: float = 0.95, progress: bool = False, echo=print, confidence: float | None = 0.9,
+                   flip: bool = False) -> dict:
     """calibrate --negatives: features of the training and validation images, of the tuning half of
     the negatives and of generated degenerate pictures (seed 1; evaluate reports on seed 2)."""
     table = read_negatives(negatives_dir)
@@ -509,8 +527,12 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     vl, vf, ve = extract(model, meta, val_paths, progress=progress, desc="val features")
     _, nf, ne = extract(model, meta, list(tune["path"]) + degenerate, progress=progress, desc="negative features")
     ok = lambda a, errs: a[[i for i in range(len(a)) if i not in errs]]  # noqa: E731
+    flipped = None
+    if flip:
+        fl, ff, _ = extract(model, meta, val_paths, progress=progress, desc="val features, mirrored", flip=True)
+        flipped = ok(fl, ve), ok(ff, ve)
     state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept, dim=WithFeatures(model).dim,
-                confidence=confidence)
+                confidence=confidence, val_flipped=flipped)
     state["tuned_on"] = sorted(file_key(p) for p in tune["path"])
     state["kinds"] = {str(k): int(v) for k, v in tune["kind"].value_counts().items()}
     n_val = len(vf) - len(ve)

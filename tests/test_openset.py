@@ -33,6 +33,15 @@ def test_negatives_split_halves_each_kind_and_keeps_a_species_on_one_side():
     assert (art.sort_index() == icon.sort_index()).all()
     # the same table always splits the same way
     assert (openset.split_negatives(t) == t["half"]).all()
+    # random re-splits (tools/openset_cv.py --repeats) keep both rules and differ from the fixed split
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        t["again"] = openset.split_negatives(t, rng)
+        assert (t.groupby(["kind", "again"]).size() == counts).all()
+        art, icon = (t[t.kind == k].set_index(t[t.kind == k].img_name.str.extract(r"(\d+)")[0])["again"]
+                     for k in ("gen3-art", "gen3-icon"))
+        assert (art.sort_index() == icon.sort_index()).all()
+        assert (t["again"] != t["half"]).any()
 
 
 # ------------------------------------------------------------ fitted end to end on generated data
@@ -288,3 +297,18 @@ def test_flip_scores_the_mean_over_the_image_and_its_mirror_image(fitted, tmp_pa
         assert code == 0, err
         b = Classifier.load(tmp_path / "flip.onnx").predict_batch(images)
         assert [r["open_set_score"] for r in b] == pytest.approx([r["open_set_score"] for r in a], abs=1e-3)
+
+
+def test_fit_sets_the_threshold_on_the_mean_over_both_views():
+    rng = np.random.default_rng(1)
+    tf, nf, vf, vf2 = (rng.normal(size=(n, 40)).astype(np.float32) for n in (80, 30, 50, 50))
+    vl, vl2 = (rng.normal(size=(50, 151)).astype(np.float32) for _ in range(2))
+    kw = dict(pca_dim=8, dim=32, accept=0.9, confidence=None)
+    one = openset.fit(tf, nf, vl, vf, 1.0, **kw)
+    both = openset.fit(tf, nf, vl, vf, 1.0, val_flipped=(vl2, vf2), **kw)
+    assert not one["flip"] and both["flip"]
+    head = openset.OpenSetHead(both)
+    with torch.no_grad():
+        mean = (head(torch.from_numpy(vl), torch.from_numpy(vf)) + head(torch.from_numpy(vl2), torch.from_numpy(vf2))) / 2
+    assert both["threshold"] == pytest.approx(openset.threshold_for(mean.numpy(), 0.9, None)[0], abs=1e-5)
+    assert both["threshold"] != pytest.approx(one["threshold"], abs=1e-3)

@@ -273,6 +273,9 @@ def test_init_fine_tunes_from_a_checkpoint_and_refuses_a_mismatch(synth_data, tm
     assert code == 2 and "--init" in err and "mobilenet_v3_small" in err and "Traceback" not in err
     code, _, err = run_cli("train", "--data", synth_data, "--out", tmp_path / "d", "--init", tmp_path / "nope.pt", *FAST)
     assert code == 2 and "nope.pt" in err and "not found" in err
+    assert ck["args"]["pretrained"] is False  # with --init, no ImageNet weights are loaded (whatever a config says)
+    code, _, err = run_cli("train", "--resume", tmp_path / "b" / "last.pt", "--init", src, "--epochs", "2")
+    assert code == 2 and "--init" in err and "drop --init" in err and "Traceback" not in err
 
 
 def test_checkpoints_have_a_version_one_epoch_convention_and_the_real_split(synth_data, tmp_path):

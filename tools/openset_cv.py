@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     from pokemon_classifier import openset
     from pokemon_classifier.annotations import read_annotations, safe_image_path
     from pokemon_classifier.models import load_checkpoint
+    from pokemon_classifier.runtime import positive_int
     from pokemon_classifier.splits import read_splits
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,9 +46,10 @@ def main(argv=None) -> int:
                     help="weights of the z-scored parts " + "/".join(openset.PARTS))
     ap.add_argument("--style", nargs="+", choices=["on", "off"], default=["on"],
                     help="the outlier-exposure head with (on) or without (off) the texture statistics")
-    ap.add_argument("--flip", nargs="+", choices=["on", "off"], default=["on"],
+    ap.add_argument("--flip", nargs="+", choices=["on", "off"], default=["off"],
                     help="the score averaged over the image and its mirror image (on) or the image alone (off)")
-    ap.add_argument("--repeats", type=int, default=1, help="how many 2-fold splits of the tuning half to average over")
+    ap.add_argument("--repeats", type=positive_int, default=1,
+                    help="how many 2-fold splits of the tuning half to average over")
     args = ap.parse_args(argv)
     try:
         grid = [dict(zip(openset.PARTS, map(float, w.split(",")), strict=True)) for w in args.part_weights]
@@ -68,15 +70,9 @@ def main(argv=None) -> int:
     views = {flip: [openset.extract(model, meta, items, flip=flip)[:2] for items in (paths(va), list(tune["path"]), deg)]
              for flip in (False, True) if not flip or "on" in args.flip}
     (vl, vf), (nl, nf), (dl, df_) = views[False]
-    folds = [openset.split_negatives(tune)]  # a second fixed split by item, inside the tuning half
-    items = np.array([openset.negative_item(n, k) for n, k in zip(tune["img_name"], tune["kind"])])
+    # a second split by item inside the tuning half: the fixed one, then (--repeats) random ones of the same kind
     rng = np.random.default_rng(0)
-    for _ in range(args.repeats - 1):  # random halves by item, species and photos each halved
-        fold = np.empty(len(items), object)
-        for family in (np.char.startswith(items.astype(str), "species:"), ~np.char.startswith(items.astype(str), "species:")):
-            u = rng.permutation(np.unique(items[family]))
-            fold[family] = np.where(np.isin(items[family], u[: len(u) // 2]), "tune", "report")
-        folds.append(fold)
+    folds = [openset.split_negatives(tune)] + [openset.split_negatives(tune, rng) for _ in range(args.repeats - 1)]
     dfold = np.array(["tune" if i % 2 == 0 else "report" for i in range(len(deg))])
     kinds = tune["kind"].to_numpy()
     banks = {"all": np.ones(len(tr), bool)}

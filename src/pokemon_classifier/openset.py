@@ -150,18 +150,19 @@ def negative_item(img_name: str, kind: str) -> str:
     return f"file:{img_name}"
 
 
-def split_negatives(table) -> np.ndarray:
+def split_negatives(table, rng: np.random.Generator | None = None) -> np.ndarray:
     """'tune' or 'report' for every row of a negatives table (columns img_name, kind).
 
     Items (see negative_item) are ordered by a fixed hash and halved, separately for photos-like
-    kinds and for Pokemon species, so the split is balanced and the same on every machine."""
+    kinds and for Pokemon species, so the split is balanced and the same on every machine. With
+    `rng` the order is random instead (tools/openset_cv.py --repeats: other splits of the same kind)."""
     items = [negative_item(n, k) for n, k in zip(table["img_name"], table["kind"])]
     family = {}
     for it, k in zip(items, table["kind"]):
         family.setdefault("species" if it.startswith("species:") else str(k), set()).add(it)
     tune = set()
     for members in family.values():
-        ordered = sorted(members, key=_sha)
+        ordered = sorted(members, key=_sha) if rng is None else list(rng.permutation(sorted(members)))
         tune.update(ordered[: len(ordered) // 2])
     return np.array(["tune" if it in tune else "report" for it in items])
 

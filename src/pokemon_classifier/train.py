@@ -381,6 +381,8 @@ def load_resume(args) -> dict | None:
         return None
     if not args.resume.is_file():
         raise UserError(f"--resume {args.resume}: file not found")
+    if args.init:
+        raise UserError(f"--init {args.init}: a resumed run continues from its last.pt; drop --init")
     ck = read_checkpoint(args.resume)
     if "optimizer" not in ck or not isinstance(ck.get("args"), dict):
         raise UserError(f"--resume {args.resume}: not a last.pt (no optimizer state); use OUT/last.pt")
@@ -458,6 +460,8 @@ def check_args(args) -> None:
         raise UserError("--out OUT is required (where best.pt, last.pt and metrics go)")
     if not (args.epochs >= 1 and args.batch_size >= 1 and args.lr > 0 and np.isfinite(args.lr)):
         raise UserError("--epochs, --batch-size and --lr must be positive")
+    if args.init and not args.resume:
+        args.pretrained, args.weights_file = False, None  # the weights come from --init (recorded as such)
     if args.weights_file:
         args.pretrained = True
         if not args.resume:  # a resumed run starts from last.pt and never reads the file again
@@ -544,10 +548,12 @@ def main(args) -> int:
             "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
     if oe:
         meta["outlier_exposure"] = oe
-    if args.init:
+    if resume_ck and "init" in resume_ck:  # where the run's first weights came from, as recorded then
+        meta["init"] = resume_ck["init"]
+    elif args.init:
         from pokemon_classifier.fileio import sha256_file
 
-        meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init) if args.init.is_file() else None}
+        meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init)}
     saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
     start_epoch = 0
     if resume_ck:

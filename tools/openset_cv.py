@@ -20,7 +20,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     tl, tf, _ = openset.extract(model, meta, paths(tr))
     table = openset.read_negatives(args.negatives)
     tune = table[table["half"] == "tune"].reset_index(drop=True)
-    deg, kinds_deg = openset.degenerate_set(10, seed=1)
+    deg, _ = openset.degenerate_set(10, seed=1)
     # (logits, features) of the validation images, the tuning negatives and the degenerate ones; mirrored too
     views = {flip: [openset.extract(model, meta, items, flip=flip)[:2] for items in (paths(va), list(tune["path"]), deg)]
              for flip in (False, True) if not flip or "on" in args.flip}

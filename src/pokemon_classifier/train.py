@@ -467,8 +467,6 @@ def check_args(args) -> None:
         if not args.resume:  # a resumed run starts from last.pt and never reads the file again
             # loaded once here so that a bad file is refused before minutes of hashing and caching
             build_model(args.arch, pretrained=True, weights_file=args.weights_file)
-    if args.init and not args.resume:
-        init_weights(args.init, args.arch)  # refused now, not after the cache is built
 
 
 def init_weights(path, arch: str) -> dict:
@@ -488,6 +486,8 @@ def init_weights(path, arch: str) -> dict:
 def main(args) -> int:
     resume_ck = load_resume(args)
     check_args(args)
+    # --init's weights, read once and now: a bad file is refused before minutes of hashing and caching
+    init_sd = init_weights(args.init, args.arch) if args.init and not resume_ck else None
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -526,11 +526,10 @@ def main(args) -> int:
         args, images, labels, split, pre, rank, world, device)
 
     torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
-    fresh = not resume_ck and not args.init  # --resume and --init bring their own weights
-    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and fresh,
-                        weights_file=args.weights_file if fresh else None)
-    if args.init and not resume_ck:
-        model.load_state_dict(init_weights(args.init, args.arch))
+    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
+                        weights_file=None if resume_ck else args.weights_file)  # check_args cleared both for --init
+    if init_sd is not None:
+        model.load_state_dict(init_sd)
     frozen = freeze_stages(model, args.arch, args.freeze)
     model.to(device)
     if args.channels_last:

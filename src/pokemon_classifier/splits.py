@@ -5,11 +5,11 @@
     pokemon-classifier split data/ --random --out data/splits_random.csv
     pokemon-classifier split data/ --hash-only --out data/splits_v1.csv   # the split v1 best.pt saw
     pokemon-classifier split data/ --leak-report data/splits_v1.csv       # measure an existing split
-    pokemon-classifier split data/ --final 0.35 --out runs/splits_final.csv  # the shipped model's split
+    pokemon-classifier split data/ --final 0.7 --out runs/splits_final.csv   # the shipped model's split
     pokemon-classifier split data/ --extend runs/splits_final.csv --out runs/splits_extra.csv  # + added pictures
 
 `--final F` makes the same split, then moves val into train except a stratified, group-aware F of it
-that stays `val` as the calibration slice: the shipped model trains on train + most of val at fixed
+that stays `val` as the calibration slice: the shipped model trains on train + the rest of val at fixed
 epochs, and its temperature and open-set threshold are fitted on images it never saw. Test is unchanged.
 
 Writes splits.csv (img_name, split) and prints a leak report: val/test images with a

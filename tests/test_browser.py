@@ -253,7 +253,36 @@ def test_video_verdict_with_pokemon_list_and_headline(browser, served):
     page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
     assert "lang=de" in seen[0]
     assert page.inner_text("#headline") == "Pikachu, dann Glurak"
+    # the verdict is the story (both, in order), not the mean over every frame ("Pikachu 60%")
+    verdict = page.inner_text("#verdict")
+    assert verdict.index("Pikachu") < verdict.index("Glurak") and "60.0%" not in verdict
+    assert page.inner_text("#announce") == "Pikachu, dann Glurak"
     text = page.inner_text("#timeline")
     assert "Glurak #006" in text and "1.5–3.0 s, 4.0–5.0 s" in text and "80.0%" in text
     assert page.inner_text("#note").startswith("6 Bilder")
+    page.context.close()
+
+
+@pytest.mark.parametrize("pokemon, headline, shown, hidden", [
+    ([{"name": "Gengar", "dex_id": 94, "ranges": [[1.0, 4.0]], "probability": 0.97}], "Gengar 1–4 s",
+     ["Gengar", "97.0%"], ["Pikachu", "35.0%"]),
+    ([], "no Gen-1 Pokémon found", ["no Gen-1 Pokémon found"], ["Pikachu", "35.0%"]),
+])
+def test_video_verdict_names_the_pokemon_seen_not_the_mean_of_all_frames(browser, served, pokemon, headline, shown, hidden):
+    """One Pokémon seen: its card and its own confidence; none: the headline, not the mean frame's top guess."""
+    import json
+
+    body = {"frames": 10, "fps": 2.0, "lang": "en", "headline": headline,
+            "overall": pokedex.localize_result({"dex_id": 25, "name": "Pikachu", "probability": 0.35, "unknown": False,
+                                                "topk": [{"dex_id": 25, "name": "Pikachu", "probability": 0.35}]}, "en"),
+            "segments": [], "pokemon": pokedex.localize_video({"pokemon": pokemon}, "en")["pokemon"]}
+    page = _open(browser, served)
+    page.route("**/api/predict_video*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                                    body=json.dumps(body)))
+    clip = served["root"] / "clip2.mp4"
+    clip.write_bytes(b"\0" * 64)
+    page.set_input_files("#video", str(clip))
+    page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
+    verdict = page.inner_text("#verdict")
+    assert all(x in verdict for x in shown) and not any(x in verdict for x in hidden), verdict
     page.context.close()

@@ -261,9 +261,9 @@ if not FULL:
 
 The same two ingredients, the real way: the whole network is fine-tuned (stem and first two
 stages frozen) on random 192 px crops with the `style` augmentation, 10 epochs, as
-`configs/shipped.yaml` says. The shipped `best.pt` is one such run (`retro` augmentation, 14
-epochs, trained on train + most of val + FireRed/LeafGreen sprites: the greedy soup with a second
-run kept it alone; the exact commands are in `MODEL_CARD.md`). In quick mode this cell only
+`configs/shipped.yaml` says. The shipped `best.pt` (v2.1) is the weight average of two such runs
+(`retro` augmentation, 14 epochs, seeds 4 and 5, trained on train + 30% of val + FireRed/LeafGreen
+sprites; the greedy soup kept both; the exact commands are in `MODEL_CARD.md`). In quick mode this cell only
 prints the commands.
 """)
     code(r"""

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -36,7 +37,8 @@ def _png(shape="circle") -> bytes:
 
 def test_api_predict_health_and_errors(clf, tmp_path, monkeypatch):
     c = TestClient(create_app(clf))
-    assert c.get("/api/health").json()["classes"] == 151
+    health = c.get("/api/health").json()
+    assert health["classes"] == 151 and health["open_set"] is False and health["open_set_threshold"] is None
     r = c.post("/api/predict", files={"file": ("../../etc/evil.png", _png(), "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -413,3 +415,14 @@ def test_serve_port_and_device_options(monkeypatch):
     monkeypatch.setattr(Classifier, "load", staticmethod(fake_load))
     code, out, err = run_cli("serve", "--port", "0", "--device", "cuda:1", "--threads", "1")
     assert code == 2 and seen["device"] == "cuda:1" and seen["threads"] == 1
+
+
+def test_health_reports_the_open_set_threshold_the_answers_use():
+    """The shipped file's unknown answer comes from its open-set score: health says so and gives its threshold."""
+    best = Path(__file__).resolve().parents[1] / "best.pt"
+    if not best.is_file():
+        pytest.skip("no shipped best.pt")
+    shipped = Classifier.load(best)
+    health = TestClient(create_app(shipped)).get("/api/health").json()
+    assert health["open_set"] is True
+    assert health["open_set_threshold"] == pytest.approx(float(shipped.meta["openset"]["threshold"]))

@@ -104,7 +104,9 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
     @app.get("/api/health")
     async def health():
         return {"status": "ok", "backend": classifier.backend, "arch": classifier.meta.get("arch"),
-                "classes": n_classes, "unknown_threshold": classifier.threshold,
+                "classes": n_classes, "unknown_threshold": classifier.threshold,  # the top-probability floor
+                "open_set": classifier.open_set is not None,  # below its threshold a picture is unknown
+                "open_set_threshold": classifier.open_set_threshold,
                 "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000,
                 "max_upload_mb": max_upload / (1024 * 1024), "max_video_seconds": max_video_seconds,
                 "max_video_frames": max_video_frames}

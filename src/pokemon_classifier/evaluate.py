@@ -86,6 +86,22 @@ def open_set_section(clf, ev: Evaluation, negatives_dir, batch_size=64, progress
     Returns (figures for the report/JSON, the raw scores for the plot)."""
     from pokemon_classifier import openset
 
+    scores, kinds, excluded, unreadable = reporting_negative_scores(clf, negatives_dir, batch_size, progress)
+    fig = openset.rates(ev.scores, scores, kinds, clf.open_set_threshold)
+    accepted = np.array([not clf.is_unknown(p, s) for p, s in zip(ev.probs, ev.scores)], dtype=bool)
+    correct = ev.probs.argmax(1) == ev.y
+    fig.update(negatives=str(negatives_dir), excluded_tuning=excluded, unreadable_negatives=unreadable,
+               top1_accepted=float(correct[accepted].mean()) if accepted.any() else None,
+               accepted_all_rules=float(accepted.mean()))
+    return fig, {"in": ev.scores, "out": scores, "kinds": kinds}
+
+
+def reporting_negative_scores(clf, negatives_dir, batch_size=64, progress=True) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(open-set scores, kinds) of the negatives the checkpoint was not tuned on (by content hash) plus
+    generated degenerate pictures of the reporting seed (2; calibrate uses 1), readable ones only;
+    and how many files were left out as tuning negatives and how many could not be read."""
+    from pokemon_classifier import openset
+
     if not clf.open_set:
         raise UserError(f"{clf.meta.get('source', 'the model')}: has no open-set score; fit one with "
                         f"`pokemon-classifier calibrate --weights W --data DATA --negatives DIR`")
@@ -93,18 +109,12 @@ def open_set_section(clf, ev: Evaluation, negatives_dir, batch_size=64, progress
     tuned = set(clf.open_set.get("tuned_on", []))
     seen = np.array([openset.file_key(p) in tuned for p in table["path"]], dtype=bool)
     table = table[~seen].reset_index(drop=True)
-    degenerate, deg_kinds = openset.degenerate_set(10, seed=2)
+    degenerate, _ = openset.degenerate_set(10, seed=2)
     items = list(table["path"]) + degenerate
     kinds = np.array(list(table["kind"]) + ["degenerate (generated)"] * len(degenerate))
-    probs, scores, errors = clf.outputs_paths(items, batch_size, progress=progress, desc="negatives")
+    _, scores, errors = clf.outputs_paths(items, batch_size, progress=progress, desc="negatives")
     ok = np.array([i not in errors for i in range(len(items))], dtype=bool)
-    fig = openset.rates(ev.scores, scores[ok], kinds[ok], clf.open_set_threshold)
-    accepted = np.array([not clf.is_unknown(p, s) for p, s in zip(ev.probs, ev.scores)], dtype=bool)
-    correct = ev.probs.argmax(1) == ev.y
-    fig.update(negatives=str(negatives_dir), excluded_tuning=int(seen.sum()), unreadable_negatives=len(errors),
-               top1_accepted=float(correct[accepted].mean()) if accepted.any() else None,
-               accepted_all_rules=float(accepted.mean()))
-    return fig, {"in": ev.scores, "out": scores[ok], "kinds": kinds[ok]}
+    return scores[ok], kinds[ok], int(seen.sum()), len(errors)
 
 
 

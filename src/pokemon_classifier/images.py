@@ -25,6 +25,11 @@ register_heif_opener()
 
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse anything above it.
 MAX_PIXELS = 64_000_000
+# Every model input resizes the shorter side to ~240 px, so the work grows with the aspect ratio, not
+# with the file: a 204-byte 1x30000 PNG becomes 238x7,140,000 px (6 GB). Longer than 20:1 is refused
+# (the shared data tops out at 2.1:1; panoramas are up to ~10:1), which caps a resized picture at
+# 20 x 240^2 px whatever its header says.
+MAX_ASPECT = 20
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 
 
@@ -59,12 +64,26 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+def check_shape(w: int, h: int, what: str = "<image>", max_pixels: int = MAX_PIXELS) -> None:
+    """The one guard on a picture's size, from its header before any pixel is decoded: ImageError for
+    no pixels, more than `max_pixels`, or a shape longer than MAX_ASPECT:1 (see MAX_ASPECT)."""
+    if w < 1 or h < 1:
+        raise ImageError(f"{what}: image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{what}: image too large ({w}x{h} px, limit {max_pixels:,} px)")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{what}: image is {w}x{h} px, too long and thin to classify "
+                         f"(at most {MAX_ASPECT}:1 is accepted)")
+
+
 def load_image(src, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode `src` (path, bytes, file object or PIL image) to an RGB PIL image.
 
-    Raises ImageError("<file>: <reason>") for anything that is not a usable raster image.
+    Raises ImageError("<file>: <reason>") for anything that is not a usable raster image, or whose
+    shape check_shape refuses (every entry point decodes through here, so all get the same limits).
     """
     if isinstance(src, Image.Image):
+        check_shape(*src.size, "<image>", max_pixels)
         return _to_rgb(ImageOps.exif_transpose(src) or src)
     what = _describe(src)
     if isinstance(src, (bytes, bytearray)):
@@ -81,11 +100,7 @@ def load_image(src, max_pixels: int = MAX_PIXELS) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{what}: image too large ({w}x{h} px, limit {max_pixels:,} px)")
-                if w < 1 or h < 1:
-                    raise ImageError(f"{what}: image has no pixels ({w}x{h})")
+                check_shape(*im.size, what, max_pixels)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)
                 im.load()

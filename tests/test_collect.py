@@ -13,9 +13,11 @@ from pokemon_classifier.collect import Collector
 from pokemon_classifier.errors import ImageError, UserError
 
 
-def _img(fmt="PNG", shape="circle") -> bytes:
+def _img(fmt="PNG", shape="circle", seed=0) -> bytes:
+    import numpy as np
+
     b = io.BytesIO()
-    draw_shape(shape, CLASSES[1][1]).save(b, fmt)
+    draw_shape(shape, CLASSES[1][1], rng=np.random.default_rng(seed)).save(b, fmt)
     return b.getvalue()
 
 
@@ -24,7 +26,7 @@ def test_saves_in_the_data_format_with_next_numbers(tmp_path):
     assert c.save(_img("PNG"), 25) == "pikachu001.png"
     assert c.save(_img("JPEG"), "25") == "pikachu002.jpg"
     assert c.save(_img("WEBP"), 151) == "mew001.webp"  # 'mew*' also globs mewtwo: numbering must not mix them
-    assert c.save(_img("PNG"), 150) == "mewtwo001.png"
+    assert c.save(_img("PNG", "square"), 150) == "mewtwo001.png"  # another picture: the same one is kept once
     assert c.save(_img("GIF"), 151) == "mew002.gif"
     df = annotations.read_annotations(tmp_path / "col")
     assert sorted(zip(df.img_name, df.pokemon_id)) == [("mew001.webp", 151), ("mew002.gif", 151),
@@ -73,7 +75,7 @@ def test_concurrent_saves_never_share_a_number(tmp_path):
 
     def one(i):
         try:
-            names.append(c.save(_img("JPEG" if i % 2 else "PNG"), 25 if i % 3 else 1))
+            names.append(c.save(_img("JPEG" if i % 2 else "PNG", seed=i), 25 if i % 3 else 1))  # 24 pictures
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 

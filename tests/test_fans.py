@@ -20,9 +20,11 @@ def clf(tmp_path_factory):
     return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt", 64, unknown_threshold=0.0))
 
 
-def _png(shape="circle", fmt="PNG") -> bytes:
+def _png(shape="circle", fmt="PNG", seed=0) -> bytes:
+    import numpy as np
+
     b = io.BytesIO()
-    draw_shape(shape, CLASSES[1][1]).save(b, fmt)
+    draw_shape(shape, CLASSES[1][1], rng=np.random.default_rng(seed)).save(b, fmt)
     return b.getvalue()
 
 
@@ -149,7 +151,7 @@ def test_concurrent_feedback_posts_over_a_real_server(clf, tmp_path):
     with served_app(create_app(clf, collect_dir=col)) as port:
         def one(i):
             return requests.post(f"http://127.0.0.1:{port}/api/feedback", data={"dex_id": str(1 + i % 3)},
-                                 files={"file": ("x", _png(fmt="PNG" if i % 2 else "JPEG"), "image/png")}, timeout=60)
+                                 files={"file": ("x", _png(fmt="PNG" if i % 2 else "JPEG", seed=i), "image/png")}, timeout=60)
 
         with ThreadPoolExecutor(16) as ex:
             rs = list(ex.map(one, range(30)))

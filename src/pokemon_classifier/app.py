@@ -23,19 +23,21 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import numpy as np
-from fastapi import FastAPI, Request, UploadFile
+from fastapi import APIRouter, FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from pokemon_classifier.fans import fan_router, localize
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.predict import video_result
-from pokemon_classifier.serving import (Batcher, CappedBody, CatchAll, LimitExceeded, frame_chunks,
-                                        full_probabilities, video_frames)
+from pokemon_classifier.serving import (AllowedHosts, Batcher, CappedBody, CatchAll, LimitExceeded,
+                                        SameOriginWrites, frame_chunks, full_probabilities, video_frames)
 
 MAX_UPLOAD = 10 * 1024 * 1024
+MIN_FPS, MAX_FPS = 0.1, 10.0  # frames sampled per second of video (README)
 DOCS_ASSETS = "/api/docs/assets"
 
 
@@ -52,27 +54,173 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts).replace("\n", " ")
 
 
+class Service:
+    """What the routers share: the classifier, its batcher, the decoding pools and the limits."""
+
+    def __init__(self, classifier, max_upload: int, topk: int, max_batch: int, max_wait_ms: float,
+                 max_video_seconds: float, max_video_frames: int, decode_threads: int | None):
+        self.classifier, self.max_upload, self.topk = classifier, max_upload, topk
+        self.max_video_seconds, self.max_video_frames = max_video_seconds, max_video_frames
+        self.batcher = Batcher(classifier, max_batch, max_wait_ms)
+        self.decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
+        self.video_pool = ThreadPoolExecutor(1, thread_name_prefix="video")  # one video decoded at a time
+        self.video_slot = asyncio.Semaphore(1)  # ... and fed to the batcher one chunk at a time
+        self.n_classes = len(classifier.class_ids)
+
+    def clamp_k(self, k: int) -> int:
+        return max(1, min(k, self.n_classes))
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.video_pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def read_upload(request: Request, file: UploadFile | None, what: str) -> bytes | JSONResponse:
+    """The upload's bytes (already under the cap: CappedBody cut anything larger), or the error to send."""
+    if file is None:
+        ctype = request.headers.get("content-type", "")
+        if ctype and not ctype.startswith("multipart/form-data"):
+            return _error(415, f"send the {what} as multipart/form-data field 'file'")
+        return _error(400, f"send the {what} as multipart field 'file'")
+    data = await file.read()
+    if not data:
+        return _error(400, "empty upload")
+    return data
+
+
+def page_router(svc: Service) -> APIRouter:
+    """GET / (the page) and GET /api/health."""
+    router = APIRouter()
+    page = resources.files("pokemon_classifier").joinpath("static/index.html").read_text(encoding="utf-8")
+    clf, batcher = svc.classifier, svc.batcher
+
+    @router.get("/", response_class=HTMLResponse)
+    async def index():
+        return page
+
+    @router.get("/api/health")
+    async def health():
+        return {"status": "ok", "backend": clf.backend, "arch": clf.meta.get("arch"),
+                "classes": svc.n_classes, "unknown_threshold": clf.threshold,  # the top-probability floor
+                "open_set": clf.open_set is not None,  # below its threshold a picture is unknown
+                "open_set_threshold": clf.open_set_threshold,
+                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000,
+                "max_upload_mb": svc.max_upload / (1024 * 1024), "max_video_seconds": svc.max_video_seconds,
+                "max_video_frames": svc.max_video_frames}
+
+    return router
+
+
+def predict_router(svc: Service) -> APIRouter:
+    """POST /api/predict: one picture -> top-k verdict."""
+    router = APIRouter()
+
+    @router.post("/api/predict")
+    async def predict(request: Request, file: UploadFile | None = None, k: int = svc.topk, lang: str | None = None):
+        data = await read_upload(request, file, "image")
+        if isinstance(data, JSONResponse):
+            return data
+        loop = asyncio.get_running_loop()
+        try:
+            with svc.batcher.incoming():
+                if await request.is_disconnected():  # a client that left costs no decoding ...
+                    return _error(400, "client went away")
+                x = await loop.run_in_executor(svc.decode_pool, svc.classifier.preprocess, data)
+                if await request.is_disconnected():  # ... and no forward pass
+                    return _error(400, "client went away")
+                fut = svc.batcher.submit(x[None], [svc.clamp_k(k)])
+        except ImageError as e:
+            return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
+        return localize((await asyncio.wrap_future(fut))[0], request, lang)
+
+    return router
+
+
+def video_router(svc: Service) -> APIRouter:
+    """POST /api/predict_video: frames sampled at `fps` -> the story of the clip."""
+    router = APIRouter()
+    clf, batcher = svc.classifier, svc.batcher
+
+    @router.post("/api/predict_video")
+    async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = svc.topk,
+                            lang: str | None = None):
+        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):  # refused, not clamped: the answer says what ran
+            return _error(400, f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
+        data = await read_upload(request, file, "video")
+        if isinstance(data, JSONResponse):
+            return data
+        loop = asyncio.get_running_loop()
+        chunk = max(1, batcher.max_batch // 2)  # half a batch: image requests still fit beside a video chunk
+        chunks = frame_chunks(video_frames(data, fps, svc.max_video_seconds, svc.max_video_frames),
+                              clf.preprocess, chunk)
+        times, rows, frames = [], [], []
+        try:
+            async with svc.video_slot:
+                while (item := await loop.run_in_executor(svc.video_pool, next, chunks, None)) is not None:
+                    if await request.is_disconnected():
+                        return _error(400, "client went away")  # nobody reads it; stops the work
+                    ts, x = item
+                    results = await batcher.run(x, [svc.n_classes] * len(x))
+                    times += ts
+                    rows += [full_probabilities(clf, r) for r in results]
+                    frames += [dict(r, topk=r["topk"][:svc.clamp_k(k)]) for r in results]
+        except ImageError as e:
+            return _error(400, "not a readable video: " + str(e))
+        except LimitExceeded as e:
+            return _error(413, str(e))
+        finally:
+            svc.video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
+        if not times:
+            return _error(400, "not a readable video: no frames could be decoded")
+        return localize(video_result(clf, times, frames, np.stack(rows), fps, svc.clamp_k(k)), request, lang)
+
+    return router
+
+
+def mount_docs(app: FastAPI) -> None:
+    """/api/docs from the installed swagger-ui-bundle (no CDN); without it only /api/openapi.json."""
+    try:
+        from fastapi.staticfiles import StaticFiles
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="pokemon-classifier API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batch: int = 32,
                max_wait_ms: float = 10.0, max_video_seconds: float = 300.0, max_video_frames: int = 1200,
-               decode_threads: int | None = None, artwork_url: str | None = None, collect_dir=None) -> FastAPI:
-    batcher = Batcher(classifier, max_batch, max_wait_ms)
-    decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
-    video_pool = ThreadPoolExecutor(1, thread_name_prefix="video")  # one video decoded at a time
-    video_slot = asyncio.Semaphore(1)  # ... and fed to the batcher one chunk at a time
-    n_classes = len(classifier.class_ids)
-    page = resources.files("pokemon_classifier").joinpath("static/index.html").read_text(encoding="utf-8")
+               decode_threads: int | None = None, artwork_url: str | None = None, collect_dir=None,
+               collect_max_mb: float | None = 500, collect_max_files: int | None = 5000,
+               collect_per_minute: int | None = None, allowed_hosts=None) -> FastAPI:
+    """The app: the routers above + fans.fan_router, JSON errors, and the request guards (outermost
+    first): CatchAll, AllowedHosts (when `allowed_hosts` is given), SameOriginWrites, CappedBody."""
+    svc = Service(classifier, max_upload, topk, max_batch, max_wait_ms, max_video_seconds, max_video_frames,
+                  decode_threads)
+    # Uploads stay in memory up to the cap (Starlette would spool parts over 1 MB to a temp file); the
+    # body is already held to max_upload by CappedBody, so this costs at most that much per request.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_upload + 1)
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
-        batcher.close()
-        decode_pool.shutdown(wait=False, cancel_futures=True)
-        video_pool.shutdown(wait=False, cancel_futures=True)
+        svc.close()
 
     app = FastAPI(title="pokemon-classifier", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
-    app.state.batcher = batcher
-    app.include_router(fan_router(max_upload=max_upload, artwork_url=artwork_url, collect_dir=collect_dir))
+    app.state.batcher = svc.batcher
+    for router in (page_router(svc), predict_router(svc), video_router(svc),
+                   fan_router(max_upload=max_upload, artwork_url=artwork_url, collect_dir=collect_dir,
+                              collect_max_mb=collect_max_mb, collect_max_files=collect_max_files,
+                              collect_per_minute=collect_per_minute)):
+        app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, exc: RequestValidationError):
@@ -82,99 +230,11 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
     async def _http(_request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
-    async def read_upload(request: Request, file: UploadFile | None, what: str) -> bytes | JSONResponse:
-        """The upload's bytes (already under the cap: CappedBody cut anything larger), or the error to send."""
-        if file is None:
-            ctype = request.headers.get("content-type", "")
-            if ctype and not ctype.startswith("multipart/form-data"):
-                return _error(415, f"send the {what} as multipart/form-data field 'file'")
-            return _error(400, f"send the {what} as multipart field 'file'")
-        data = await file.read()
-        if not data:
-            return _error(400, "empty upload")
-        return data
-
-    def clamp_k(k: int) -> int:
-        return max(1, min(k, n_classes))
-
-    @app.get("/", response_class=HTMLResponse)
-    async def index():
-        return page
-
-    @app.get("/api/health")
-    async def health():
-        return {"status": "ok", "backend": classifier.backend, "arch": classifier.meta.get("arch"),
-                "classes": n_classes, "unknown_threshold": classifier.threshold,  # the top-probability floor
-                "open_set": classifier.open_set is not None,  # below its threshold a picture is unknown
-                "open_set_threshold": classifier.open_set_threshold,
-                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000,
-                "max_upload_mb": max_upload / (1024 * 1024), "max_video_seconds": max_video_seconds,
-                "max_video_frames": max_video_frames}
-
-    @app.post("/api/predict")
-    async def predict(request: Request, file: UploadFile | None = None, k: int = topk, lang: str | None = None):
-        data = await read_upload(request, file, "image")
-        if isinstance(data, JSONResponse):
-            return data
-        loop = asyncio.get_running_loop()
-        try:
-            with batcher.incoming():
-                x = await loop.run_in_executor(decode_pool, classifier.preprocess, data)
-                fut = batcher.submit(x[None], [clamp_k(k)])
-        except ImageError as e:
-            return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
-        return localize((await asyncio.wrap_future(fut))[0], request, lang)
-
-    @app.post("/api/predict_video")
-    async def predict_video(request: Request, file: UploadFile | None = None, fps: float = 2.0, k: int = topk,
-                            lang: str | None = None):
-        if not (math.isfinite(fps) and fps > 0):
-            return _error(400, f"fps must be a positive number, got {fps}")
-        data = await read_upload(request, file, "video")
-        if isinstance(data, JSONResponse):
-            return data
-        fps = min(max(fps, 0.1), 10.0)
-        loop = asyncio.get_running_loop()
-        chunk = max(1, batcher.max_batch // 2)  # half a batch: image requests still fit beside a video chunk
-        chunks = frame_chunks(video_frames(data, fps, max_video_seconds, max_video_frames),
-                              classifier.preprocess, chunk)
-        times, rows, frames = [], [], []
-        try:
-            async with video_slot:
-                while (item := await loop.run_in_executor(video_pool, next, chunks, None)) is not None:
-                    if await request.is_disconnected():
-                        return _error(400, "client went away")  # nobody reads it; stops the work
-                    ts, x = item
-                    results = await batcher.run(x, [n_classes] * len(x))
-                    times += ts
-                    rows += [full_probabilities(classifier, r) for r in results]
-                    frames += [dict(r, topk=r["topk"][:clamp_k(k)]) for r in results]
-        except ImageError as e:
-            return _error(400, "not a readable video: " + str(e))
-        except LimitExceeded as e:
-            return _error(413, str(e))
-        finally:
-            video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
-        if not times:
-            return _error(400, "not a readable video: no frames could be decoded")
-        return localize(video_result(classifier, times, frames, np.stack(rows), fps, clamp_k(k)), request, lang)
-
-    try:
-        from fastapi.staticfiles import StaticFiles
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:  # docs page off; /api/openapi.json still describes the API
-        pass
-    else:
-        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
-
-        @app.get("/api/docs", include_in_schema=False)
-        async def docs():
-            return get_swagger_ui_html(openapi_url="/api/openapi.json", title="pokemon-classifier API",
-                                       swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-                                       swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                       swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
-
+    mount_docs(app)
     app.add_middleware(CappedBody, limit=max_upload)
+    app.add_middleware(SameOriginWrites)
+    if allowed_hosts is not None:
+        app.add_middleware(AllowedHosts, hosts=allowed_hosts)
     app.add_middleware(CatchAll)
     return app
 
@@ -203,10 +263,54 @@ def add_arguments(p) -> None:
                    "'https://example.org/art/{dex_id}.png' ({dex_id}, {dex3} = 025, {name} = pikachu)")
     p.add_argument("--collect", metavar="DIR", help="keep pictures users correct ('Wrong? Pick the right one') "
                    "in DIR as images/<name><NNN>.<ext> + annotations.csv")
+    p.add_argument("--collect-max-mb", type=positive_float, default=500,
+                   help="with --collect: the folder's budget; feedback answers 413 once its pictures use this much")
+    p.add_argument("--collect-max-files", type=positive_int, default=5000, help="with --collect: most pictures kept")
+    p.add_argument("--collect-per-minute", type=positive_int, default=30,
+                   help="with --collect: most pictures one client address may send a minute (then 429)")
+    p.add_argument("--allowed-hosts", metavar="NAMES", help="comma-separated names this server answers to in "
+                   "the Host header (default: the names and addresses of --host; '*' for any, e.g. behind a proxy)")
+
+
+def served_names(host: str) -> list[str]:
+    """The Host names a browser can use for `--host` (the DNS-rebinding guard's default)."""
+    from pokemon_classifier.certs import local_names
+
+    loopback = ["localhost", "127.0.0.1", "::1"]
+    if host in ("0.0.0.0", "::", ""):
+        dns, ips = local_names()
+        return sorted(set(loopback + dns + ips + [f"{d}.local" for d in dns if "." not in d]))
+    return sorted(set(loopback + [host.lower()]))
+
+
+def exposed_collect_warning(host: str, https: bool, collect) -> str | None:
+    """A warning when pictures can be written over plain http from other machines."""
+    import ipaddress
+
+    if not collect or https:
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return (f"warning: --collect on {host} without --https: anyone on the network can send pictures "
+            "into the folder, and they travel unencrypted")
+
+
+def uvicorn_config(app, **kwargs):
+    """The uvicorn settings `serve` runs with (JSON answers even to requests uvicorn cannot parse)."""
+    import uvicorn
+
+    from pokemon_classifier.serving import json_error_protocol
+
+    return uvicorn.Config(app, **{"log_level": "warning", "http": json_error_protocol(), **kwargs})
 
 
 def main(args) -> int:
     import socket
+    import sys
 
     import uvicorn
 
@@ -226,12 +330,19 @@ def main(args) -> int:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
                           threads=args.threads)
+    hosts = args.allowed_hosts.split(",") if args.allowed_hosts else served_names(args.host)
     app = create_app(clf, int(args.max_upload_mb * 1024 * 1024), max_batch=args.max_batch,
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,
-                     max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect)
+                     max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect,
+                     collect_max_mb=args.collect_max_mb, collect_max_files=args.collect_max_files,
+                     collect_per_minute=args.collect_per_minute, allowed_hosts=hosts)
+    if warning := exposed_collect_warning(args.host, args.https, args.collect):
+        print(warning, file=sys.stderr, flush=True)
     from pokemon_classifier.certs import uvicorn_tls
 
     with uvicorn_tls(args.https, args.host) as tls:
-        print(f"serving on http{'s' if tls else ''}://{args.host}:{sock.getsockname()[1]}  (Ctrl-C to stop)", flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", **tls)).run(sockets=[sock])
+        config = uvicorn_config(app, **tls)
+        config.load()  # reads the certificate and key into memory: their folder goes before we serve
+    print(f"serving on http{'s' if tls else ''}://{args.host}:{sock.getsockname()[1]}  (Ctrl-C to stop)", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

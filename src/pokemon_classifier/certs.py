@@ -3,8 +3,10 @@
     pokemon-classifier serve --host 0.0.0.0 --https     # then open https://<this machine's IP>:7860
 
 Browsers only grant the camera to https:// pages (or http://localhost). The certificate is made fresh
-at every start with `cryptography`, kept in a private temp folder, and valid for 30 days for
-localhost, this host's name and its addresses; the browser warns once because nobody signed it.
+at every start with `cryptography`, valid for 30 days for localhost, this host's name and its
+addresses; the browser warns once because nobody signed it. Its private temp folder
+(pokemon-tls-<pid>-*) lives only until uvicorn has read the files (serve removes it before serving),
+and folders a killed server left behind (its pid gone) are removed at the next start.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def make_self_signed(out_dir=None, host: str | None = None, days: int = 30) -> t
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pokemon-tls-"))
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     dns, ips = local_names(host)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pokemon-classifier (self-signed)")])
@@ -73,6 +75,38 @@ def make_self_signed(out_dir=None, host: str | None = None, days: int = 30) -> t
     return cert_path, key_path
 
 
+PREFIX = "pokemon-tls-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_key_folders(root=None) -> list[Path]:
+    """Delete this user's pokemon-tls-<pid>-* folders whose server is gone (kill -9 skips the clean-up),
+    and unnumbered ones of older versions a minute after they were made; returns what was removed."""
+    import shutil
+    import time
+
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob(PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != getattr(os, "getuid", lambda: st.st_uid)():
+                continue
+            pid = d.name[len(PREFIX):].split("-", 1)[0]
+            if (not _alive(int(pid))) if pid.isdigit() else time.time() - st.st_mtime > 60:
+                shutil.rmtree(d)
+                removed.append(d)
+    return removed
+
+
 @contextlib.contextmanager
 def uvicorn_tls(enabled: bool, host: str | None = None):
     """uvicorn.run(**kwargs) for `serve --https`: {} when off; else a fresh certificate, removed on exit."""
@@ -89,8 +123,9 @@ def uvicorn_tls(enabled: bool, host: str | None = None):
     # process before this `with` can remove the private key, so turn it into SystemExit meanwhile.
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _exit) if main else None
+    remove_stale_key_folders()
     try:
-        with tempfile.TemporaryDirectory(prefix="pokemon-tls-") as d:
+        with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-") as d:
             cert, key = make_self_signed(d, host)
             yield {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     finally:

@@ -5,9 +5,17 @@
 
 DIR ends up in the project's data format: DIR/images/<name><NNN>.<ext> plus DIR/annotations.csv
 (img_name,pokemon_id), ready for `clean`, `split` and `train`. The file name comes from the chosen
-class and the next free number, the extension from the decoded image format; nothing from the request
-names a file. Saving holds a thread lock and an flock on DIR/.collect.lock, so concurrent posts (threads
-or several server processes) never pick the same number or lose an annotations row.
+class and the next number free in both the files and the rows, the extension from the decoded image
+format; nothing from the request names a file. JPEG (MPO too: phones' multi-picture JPEGs are valid
+JPEGs), PNG, WebP, GIF, BMP and TIFF are kept byte for byte; HEIC/HEIF and AVIF are stored as a
+quality-95 JPEG of the decoded picture (4:4:4, colour profile kept, EXIF rotation applied), which every
+tool reads. The same picture is stored once (SHA-256 of the stored bytes), and a byte and picture
+budget caps the folder.
+
+Saving holds a thread lock and an flock on DIR/.collect.lock, so concurrent posts (threads, several
+server processes, `annotate --add`) never pick the same number or lose a row. Each picture is written
+(temp + fsync + rename) before its row, so a kill leaves at worst a picture without a row or a .tmp
+file; `serve --collect` repairs both at start (recover()), and a rerun of `annotate --add` completes.
 """
 
 from __future__ import annotations
@@ -15,33 +23,84 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, FORMAT_EXT, IMAGES, class_files,
-                                            read_annotations, write_annotations)
+from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, FORMAT_EXT, IMAGES, read_annotations,
+                                            write_annotations)
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_open
 from pokemon_classifier.images import load_image
 
 MAX_BYTES = 10 * 1024 * 1024
+KEPT_AS_IS = {**FORMAT_EXT, "MPO": ".jpg"}  # MPO = a JPEG followed by more pictures: JPEG readers read the first
+CONVERTED = {"HEIF", "AVIF"}  # stored as a JPEG: not every image tool reads them
+UNLISTED = "unlisted"  # where recover() moves pictures that have no row
+_TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # fileio.atomic_open's temp names
+
+
+class CollectFull(UserError):
+    """The collect folder's byte or picture budget is spent (answered with 413)."""
+
+
+@dataclass
+class Added:
+    """What add_folder did: pictures copied, already there, left out by --exclude, rows restored for
+    pictures an interrupted run had copied."""
+    added: int = 0
+    skipped: int = 0
+    left_out: int = 0
+    restored: int = 0
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def stored_form(data: bytes) -> tuple[bytes, str]:
+    """(bytes to store, extension) for an uploaded picture: the original bytes for the formats every
+    reader handles, a faithful JPEG for HEIC/AVIF. ImageError for anything load_image refuses."""
+    img = load_image(data)  # the whole picture must decode (and pass the shape guard), not just its header
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        fmt, icc = im.format or "", im.info.get("icc_profile")
+    if fmt in KEPT_AS_IS:
+        return data, KEPT_AS_IS[fmt]
+    if fmt in CONVERTED:
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=95, subsampling=0, icc_profile=icc)
+        return out.getvalue(), ".jpg"
+    raise ImageError(f"<upload>: {fmt or 'unknown'} pictures are not kept "
+                     "(send JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or AVIF)")
 
 
 class Collector:
-    """Saves (picture, dex id) pairs into a data folder; thread- and process-safe."""
+    """Saves (picture, dex id) pairs into a data folder; thread- and process-safe.
 
-    def __init__(self, data_dir, max_bytes: int = MAX_BYTES):
+    max_bytes caps one picture; budget_bytes / max_files cap the folder (None: no cap)."""
+
+    def __init__(self, data_dir, max_bytes: int = MAX_BYTES, budget_bytes: int | None = None,
+                 max_files: int | None = None, recover: bool = False):
         self.dir = Path(data_dir)
         self.max_bytes = int(max_bytes)
+        self.budget_bytes, self.max_files = budget_bytes, max_files
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"{self.dir}: --collect needs a folder, this is a file")
         (self.dir / IMAGES).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._index: tuple | None = None  # (annotations.csv signature, {sha256: name}, bytes, pictures)
+        self.repaired = self.recover() if recover else ""
         if (self.dir / ANNOTATIONS).exists():
             read_annotations(self.dir)  # refuse to start on a broken annotations.csv rather than on the first post
-        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -57,10 +116,103 @@ class Collector:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def save(self, data: bytes, dex_id) -> str:
-        """Store one picture as class `dex_id`; returns its img_name ('pikachu004.jpg').
+    # ---------------------------------------------------------------- reading the folder (lock held)
+    def _rows(self) -> pd.DataFrame:
+        if not (self.dir / ANNOTATIONS).exists():
+            return pd.DataFrame(columns=COLUMNS)
+        try:
+            return read_annotations(self.dir)
+        except UserError as e:  # the server's path stays in its log line, not in API answers
+            raise UserError(str(e).replace(str(self.dir / ANNOTATIONS), ANNOTATIONS)) from None
 
-        Raises UserError for a bad dex id, an empty or oversized upload, ImageError for a non-image."""
+    def _remove_temps(self) -> int:
+        """Temp files of writes that were killed: safe to remove while we hold the lock (every writer
+        of this folder's pictures and rows takes it)."""
+        n = 0
+        for folder, keep in ((self.dir / IMAGES, None), (self.dir, f".{ANNOTATIONS}.")):
+            for p in folder.glob(".*.tmp"):
+                if _TEMP.fullmatch(p.name) and (keep is None or p.name.startswith(keep)) and p.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+                        n += 1
+        return n
+
+    def _present(self, rows: pd.DataFrame):
+        """Mask of the rows whose picture exists."""
+        import numpy as np
+
+        return np.array([(self.dir / IMAGES / n).is_file() for n in rows["img_name"]], dtype=bool)
+
+    def _numbers(self, rows: pd.DataFrame) -> dict[int, int]:
+        """The highest number in use per class, from the files (also those in unlisted/) AND the rows: a
+        deleted last picture whose row is still listed must not give its number out again."""
+        top: dict[int, int] = {}
+        names = [p.name for p in (self.dir / IMAGES).iterdir()] + list(rows["img_name"])
+        if (self.dir / UNLISTED).is_dir():  # moved aside by recover(): may be moved back
+            names += [p.name for p in (self.dir / UNLISTED).iterdir()]
+        for name in names:
+            with contextlib.suppress(UserError):
+                dex, num = pokedex.parse_filename(name)
+                top[dex] = max(top.get(dex, 0), num)
+        return top
+
+    def _listed_index(self, rows: pd.DataFrame):
+        """{sha256: name}, bytes and count of the listed pictures; rebuilt only when annotations.csv changed."""
+        path = self.dir / ANNOTATIONS
+        # the row count too: a picture a reviewer deleted (its row filtered out) must leave the index
+        sig = (path.stat().st_mtime_ns, path.stat().st_size, len(rows)) if path.exists() else None
+        if self._index is None or self._index[0] != sig:
+            hashes, size = {}, 0
+            for name in rows["img_name"]:
+                p = self.dir / IMAGES / name
+                with contextlib.suppress(FileNotFoundError):
+                    data = p.read_bytes()
+                    hashes[_sha256(data)] = name
+                    size += len(data)
+            self._index = (sig, hashes, size, len(rows))
+        return self._index
+
+    # ---------------------------------------------------------------- serve --collect
+    def recover(self) -> str:
+        """Make a folder a kill or a hand review left inconsistent usable again; returns one line saying
+        what was done ('' when nothing was needed). Rows whose picture is gone are dropped (deleting a
+        picture is how a reviewer throws it out), pictures without a row (a save killed between the two
+        writes) are moved to DIR/unlisted/, .tmp files removed, a row listed twice kept once."""
+        done = []
+        with self._locked():
+            if n := self._remove_temps():
+                done.append(f"removed {n} unfinished .tmp files")
+            path = self.dir / ANNOTATIONS
+            if path.exists():
+                raw = pd.read_csv(path, dtype={"img_name": str}) if path.stat().st_size else None
+                if raw is not None and list(raw.columns[:2]) == COLUMNS and raw["img_name"].duplicated().any():
+                    n = int(raw["img_name"].duplicated().sum())
+                    write_annotations(self.dir, raw.drop_duplicates("img_name"))
+                    done.append(f"dropped {n} repeated rows")
+            rows = read_annotations(self.dir) if path.exists() else pd.DataFrame(columns=COLUMNS)
+            gone = ~self._present(rows)
+            if gone.any():
+                write_annotations(self.dir, rows[~gone])
+                done.append(f"dropped {int(gone.sum())} rows whose picture is gone")
+            listed = set(rows["img_name"])
+            loose = [p for p in (self.dir / IMAGES).iterdir()
+                     if p.is_file() and not p.name.startswith(".") and p.name not in listed]
+            for p in loose:
+                dst = self.dir / UNLISTED / p.name
+                dst.parent.mkdir(exist_ok=True)
+                while dst.exists():
+                    dst = dst.with_name("_" + dst.name)
+                shutil.move(p, dst)
+            if loose:
+                done.append(f"moved {len(loose)} pictures without a row to {self.dir / UNLISTED}")
+        return f"{self.dir}: repaired: " + "; ".join(done) if done else ""
+
+    def save(self, data: bytes, dex_id) -> str:
+        """Store one picture as class `dex_id`; returns its img_name ('pikachu004.jpg'), or the name it
+        was stored under before when the same picture comes again.
+
+        Raises UserError for a bad dex id, an empty or oversized upload, CollectFull when the budget is
+        spent, ImageError for a non-image."""
         try:
             dex = pokedex._check_id(int(str(dex_id).strip()))
         except (ValueError, TypeError):
@@ -69,57 +221,85 @@ class Collector:
             raise UserError("empty upload")
         if len(data) > self.max_bytes:
             raise UserError(f"upload larger than {self.max_bytes // (1024 * 1024)} MB")
-        load_image(data)  # the whole picture must decode, not just its header
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-        ext = FORMAT_EXT.get(fmt)
-        if ext is None:
-            raise ImageError(f"<upload>: {fmt or 'unknown'} pictures are not kept (send JPEG, PNG, WebP, GIF, BMP or TIFF)")
-        img_dir = self.dir / IMAGES
+        stored, ext = stored_form(data)
         with self._locked():
-            last = max((n for _, n in class_files(img_dir, dex)), default=0)
-            name = f"{pokedex.name(dex)}{last + 1:03d}{ext}"
-            with atomic_open(img_dir / name, "wb") as f:  # the original bytes: no re-encoding loss
-                f.write(data)
-            path = self.dir / ANNOTATIONS
-            df = read_annotations(self.dir) if path.exists() else pd.DataFrame(columns=COLUMNS)
-            row = pd.DataFrame([{"img_name": name, "pokemon_id": dex}], columns=COLUMNS)
-            try:
-                write_annotations(self.dir, pd.concat([df, row], ignore_index=True))
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(img_dir / name)  # no image without its row
-                raise
+            listed = self._rows()
+            top = self._numbers(listed)  # numbers of deleted pictures are not given out again
+            rows = listed[self._present(listed)]  # pictures a reviewer deleted: their rows go with the next write
+            _, hashes, size, count = self._listed_index(rows)
+            digest = _sha256(stored)
+            if digest in hashes:
+                return hashes[digest]
+            self._check_budget(size + len(stored), count + 1)
+            name = f"{pokedex.name(dex)}{top.get(dex, 0) + 1:03d}{ext}"
+            self._write_picture(name, stored)
+            write_annotations(self.dir, pd.concat([rows, pd.DataFrame([{"img_name": name, "pokemon_id": dex}])],
+                                                  ignore_index=True))
+            self._index = None
         return name
 
-    def add_folder(self, src, echo=print, exclude=()) -> tuple[int, int]:
+    def _check_budget(self, size: int, count: int) -> None:
+        if self.budget_bytes is not None and size > self.budget_bytes:
+            raise CollectFull(f"the collect folder is full ({self.budget_bytes / 1e6:g} MB budget, "
+                              "--collect-max-mb); review it and move pictures out")
+        if self.max_files is not None and count > self.max_files:
+            raise CollectFull(f"the collect folder is full ({self.max_files} pictures, --collect-max-files); "
+                              "review it and move pictures out")
+
+    def _write_picture(self, name: str, data: bytes) -> None:
+        with atomic_open(self.dir / IMAGES / name, "wb") as f:
+            f.write(data)
+
+    # ---------------------------------------------------------------- annotate --add
+    def add_folder(self, src, exclude=()) -> Added:
         """`annotate DATA --add SRC`: copy every annotated picture of SRC (e.g. a --collect folder) into
-        this data folder under the next free numbers, so `split` and `train` see both. Files whose bytes
-        are already here are skipped, so running it twice adds nothing; names in `exclude` are left out.
-        Returns (added, skipped)."""
+        this data folder under the next free numbers, so `split` and `train` see both. Pictures whose
+        bytes are already listed here are skipped, so running it twice adds nothing; names in `exclude`
+        are left out. The whole run holds the folder's lock, so two runs never both add a picture.
+
+        Order: every picture is written first, the rows once at the end. A kill leaves pictures without
+        rows; the rerun finds them by content and lists them instead of copying them again."""
         from pokemon_classifier.annotations import safe_image_path
-        from pokemon_classifier.fileio import sha256_file
 
         src = Path(src)
         rows = read_annotations(src, purpose="add")
         left_out = rows["img_name"].isin(set(exclude))
-        if left_out.any():
-            echo(f"left out {int(left_out.sum())} pictures of {src} (--exclude)")
         rows = rows[~left_out]
-        have = {sha256_file(p) for p in (self.dir / IMAGES).rglob("*") if p.is_file()}
-        added = skipped = 0
-        for name, dex in zip(rows["img_name"], rows["pokemon_id"]):
-            path = safe_image_path(src, name)
+        paths = [safe_image_path(src, n) for n in rows["img_name"]]
+        for path in paths:
             if not path.is_file():
                 raise UserError(f"{path}: listed in {src / ANNOTATIONS} but missing")
-            digest = sha256_file(path)
-            if digest in have:
-                skipped += 1
-                continue
-            self.save(path.read_bytes(), int(dex))
-            have.add(digest)
-            added += 1
-        echo(f"added {added} pictures from {src} to {self.dir} ({skipped} already there)")
-        return added, skipped
+        result = Added(left_out=int(left_out.sum()))
+        with self._locked():
+            self._remove_temps()
+            here = self._rows()
+            _, have, _, _ = self._listed_index(here)
+            have = dict(have)
+            listed = set(here["img_name"])
+            unlisted = {}  # pictures here without a row: an interrupted run's copies, found by content
+            for p in (self.dir / IMAGES).iterdir():
+                if p.is_file() and not p.name.startswith(".") and p.name not in listed:
+                    unlisted.setdefault(_sha256(p.read_bytes()), p.name)
+            top = self._numbers(here)
+            new = []
+            for path, dex in zip(paths, rows["pokemon_id"]):
+                dex = int(dex)
+                stored, ext = stored_form(path.read_bytes())
+                digest = _sha256(stored)
+                if digest in have:
+                    result.skipped += 1
+                    continue
+                name = unlisted.get(digest)
+                if name is not None and pokedex.id_from_filename(name) == dex:
+                    result.restored += 1
+                else:
+                    top[dex] = top.get(dex, 0) + 1
+                    name = f"{pokedex.name(dex)}{top[dex]:03d}{ext}"
+                    self._write_picture(name, stored)
+                    result.added += 1
+                have[digest] = name
+                new.append({"img_name": name, "pokemon_id": dex})
+            if new:
+                write_annotations(self.dir, pd.concat([here, pd.DataFrame(new, columns=COLUMNS)], ignore_index=True))
+            self._index = None
+        return result

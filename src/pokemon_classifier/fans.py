@@ -10,6 +10,13 @@ pokedex.py, the saving of corrected pictures in collect.py.
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
+import time
+from collections import deque
+
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
@@ -33,15 +40,49 @@ def localize(result: dict, request: Request | None, lang: str | None = None) -> 
     return pokedex.localize_result(result, chosen)
 
 
-def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = None,
-               collect_dir=None) -> APIRouter:
-    """GET /api/pokedex, GET /api/config and POST /api/feedback (404 unless collect_dir is given)."""
+class RateLimit:
+    """At most `per_minute` events per client in any 60 s (a sliding window); `clock` for tests."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic, max_clients: int = 10_000):
+        self.per_minute, self.clock, self.max_clients = per_minute, clock, max_clients
+        self._seen: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> float:
+        """0 and count the event if `client` may go on now, else the seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            q = self._seen.setdefault(client, deque())
+            while q and q[0] <= now - 60:
+                q.popleft()
+            if len(q) >= self.per_minute:
+                return q[0] + 60 - now
+            q.append(now)
+            if len(self._seen) > self.max_clients:  # forget idle clients: memory stays bounded
+                for k in [k for k, v in self._seen.items() if not v or v[-1] <= now - 60]:
+                    del self._seen[k]
+            return 0.0
+
+
+def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = None, collect_dir=None,
+               collect_max_mb: float | None = 500, collect_max_files: int | None = 5000,
+               collect_per_minute: int | None = None, clock=time.monotonic) -> APIRouter:
+    """GET /api/pokedex, GET /api/config and POST /api/feedback (404 unless collect_dir is given).
+
+    Feedback writes into collect_dir within a budget (collect_max_mb, collect_max_files), at most
+    collect_per_minute pictures per client address (None: no limit); the folder is repaired at start
+    (collect.Collector.recover), saying so in one line on stderr."""
     router = APIRouter()
-    collector = None
+    collector = limit = None
     if collect_dir is not None:
         from pokemon_classifier.collect import Collector
 
-        collector = Collector(collect_dir, max_bytes=max_upload)
+        collector = Collector(collect_dir, max_bytes=max_upload, recover=True,
+                              budget_bytes=None if collect_max_mb is None else int(collect_max_mb * 1e6),
+                              max_files=collect_max_files)
+        if collector.repaired:
+            print(collector.repaired, file=sys.stderr, flush=True)
+        limit = RateLimit(collect_per_minute, clock) if collect_per_minute else None
 
     @router.get("/api/pokedex")
     def pokedex_list(request: Request, lang: str | None = None):
@@ -53,28 +94,39 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
         return {"lang": request_language(request, lang), "languages": pokedex.LANGUAGES,
                 "artwork_url": artwork_url, "collect": collector is not None}
 
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        if collector is not None:  # answers never show where the server keeps its files
+            for where in {str(collector.dir.resolve()), str(collector.dir)}:
+                message = message.replace(where + os.sep, "").replace(where, "the collect folder")
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
     @router.post("/api/feedback")
-    async def feedback(file: UploadFile | None = None, dex_id: str | None = Form(None)):
+    async def feedback(request: Request, file: UploadFile | None = None, dex_id: str | None = Form(None)):
+        from pokemon_classifier.collect import CollectFull
+
         if collector is None:
-            return JSONResponse({"error": "feedback is off (start the server with --collect DIR)"}, status_code=404)
+            return error(404, "feedback is off (start the server with --collect DIR)")
         if file is None or dex_id is None:
-            return JSONResponse({"error": "send multipart fields 'file' and 'dex_id'"}, status_code=400)
-        chunks, size = [], 0
-        while chunk := await file.read(1 << 20):
-            size += len(chunk)
-            if size > max_upload:
-                return JSONResponse({"error": f"upload larger than {max_upload // (1024 * 1024)} MB"},
-                                    status_code=413)
-            chunks.append(chunk)
+            return error(400, "send multipart fields 'file' and 'dex_id'")
+        if limit is not None and (wait := limit.wait(request.client.host if request.client else "?")):
+            return error(429, f"too many pictures from this address (at most {limit.per_minute} a minute); "
+                              f"try again in {math.ceil(wait)} s", **{"Retry-After": str(math.ceil(wait))})
+        data = await file.read()  # already held to max_upload by the app's body cap
+        if len(data) > max_upload:
+            return error(413, f"upload larger than {max_upload // (1024 * 1024)} MB")
         try:
             from starlette.concurrency import run_in_threadpool
 
-            name = await run_in_threadpool(collector.save, b"".join(chunks), dex_id)
+            name = await run_in_threadpool(collector.save, data, dex_id)
         except ImageError as e:
-            return JSONResponse({"error": "not a readable image: " + str(e).split(": ", 1)[-1]}, status_code=400)
+            return error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
+        except CollectFull as e:
+            return error(413, str(e))
         except UserError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
-        dex = int(dex_id)
+            return error(400, str(e))
+        except OSError as e:  # disk full, permissions: say what, not where
+            return error(500, f"could not store the picture ({e.strerror or type(e).__name__})")
+        dex = pokedex.id_from_filename(name)
         return {"saved": f"images/{name}", "dex_id": dex, "name": pokedex.display_name(dex)}
 
     return router

@@ -209,6 +209,83 @@ class CatchAll:
                 await send_json(send, 500, {"error": "internal error while handling the request"})
 
 
+# ------------------------------------------------------------------ who may ask
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class SameOriginWrites:
+    """ASGI middleware: a POST (or any state-changing method) from a page of another site is refused
+    with 403. Browsers say where a request comes from (Sec-Fetch-Site, Origin) even for `no-cors`
+    fetches and plain form posts; curl and scripts send neither and are let through."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            reason = cross_site(dict(scope["headers"]))
+            if reason:
+                return await send_json(send, 403, {"error": f"cross-site request refused ({reason}): only this "
+                                                            "server's own page may send pictures"}, close=True)
+        return await self.app(scope, receive, send)
+
+
+def cross_site(headers: dict) -> str | None:
+    """Why a request with these (lower-case bytes) headers is not from this server's own page, or None."""
+    from urllib.parse import urlsplit
+
+    site = headers.get(b"sec-fetch-site")
+    if site is not None and site not in (b"same-origin", b"none"):  # none: typed into the address bar
+        return f"Sec-Fetch-Site: {site.decode('latin-1')}"
+    origin = headers.get(b"origin")
+    if origin is not None:
+        netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+        if not netloc or netloc != headers.get(b"host", b"").decode("latin-1").lower():
+            return f"Origin: {origin.decode('latin-1')[:100]}"
+    return None
+
+
+class AllowedHosts:
+    """ASGI middleware: requests whose Host header names none of `hosts` get 400 (DNS rebinding: a
+    page of evil.example whose name now points at this machine sends `Host: evil.example`).
+    '*' allows every name. A request without Host (HTTP/1.0) cannot come from a browser page: allowed."""
+
+    def __init__(self, app, hosts):
+        self.app = app
+        self.hosts = {h.strip().lower().strip("[]") for h in hosts if h.strip()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "*" not in self.hosts:
+            host = dict(scope["headers"]).get(b"host")
+            if host is not None and host_name(host.decode("latin-1")) not in self.hosts:
+                return await send_json(send, 400, {"error": f"Host {host.decode('latin-1')[:100]!r} is not a name of "
+                                                            "this server (add it with --allowed-hosts)"}, close=True)
+        return await self.app(scope, receive, send)
+
+
+def host_name(host: str) -> str:
+    """'example.org:7860' -> 'example.org', '[::1]:7860' -> '::1' (lower case)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def json_error_protocol():
+    """uvicorn's HTTP protocol class, but a request it cannot parse (e.g. `Content-Length: abc`) is
+    answered with JSON like every other error, not uvicorn's text/plain."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class JsonBadRequest(AutoHTTPProtocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": "malformed HTTP request (bad request line, header or Content-Length)"})
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}".encode())
+            self.transport.close()
+
+    return JsonBadRequest
+
+
 # ------------------------------------------------------------------ video
 def video_frames(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int = MAX_PIXELS):
     """(time in s, PIL RGB frame) every 1/fps seconds of an in-memory video, within the limits.

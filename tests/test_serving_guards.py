@@ -239,34 +239,38 @@ def test_phone_photos_are_kept(clf, tmp_path, fmt):
 
 # ------------------------------------------------------------------ kill -9
 _SAVER = """
-import io, sys
+import io, os, signal, sys
 import numpy as np
 from pokemon_classifier.collect import Collector
 from pokemon_classifier.synthetic import draw_shape
+real, calls = os.replace, [0]
+def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
+    calls[0] += 1
+    if calls[0] == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+os.replace = replace
 c = Collector(sys.argv[1])
-for i in range(10_000):
+for i in range(100):
     b = io.BytesIO()
-    draw_shape("circle", (200, 30, 30), rng=np.random.default_rng(int(sys.argv[2]) * 10_000 + i)).save(b, "PNG")
+    draw_shape("circle", (200, 30, 30), rng=np.random.default_rng(int(sys.argv[2]) * 100 + i)).save(b, "PNG")
     c.save(b.getvalue(), 25 if i % 2 else 1)
-    print(i, flush=True)
 """
 
 
 def test_kill_9_during_a_feedback_burst_is_cleaned_up_at_start(clf, tmp_path):
-    """Savers killed at many points; the next start leaves every picture with its row and no .tmp files."""
+    """A saver killed at every point of a save (before the picture's rename, between picture and row,
+    before the row's rename); each next start leaves every picture with its row and no .tmp files."""
     col = tmp_path / "col"
-    for run, after in enumerate((1, 3, 6, 10, 15)):
-        p = subprocess.Popen([sys.executable, "-c", _SAVER, str(col), str(run)], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": SRC})
-        for _ in range(after):  # bounded: the saver prints one line per picture
-            if not p.stdout.readline():
-                break
-        p.send_signal(signal.SIGKILL)
-        p.wait(30)
+    for run, kill_at in enumerate(range(1, 9)):
+        p = subprocess.run([sys.executable, "-c", _SAVER, str(col), str(run), str(kill_at)], timeout=120,
+                           env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)
+        assert p.returncode == -signal.SIGKILL, p.stderr
         TestClient(create_app(clf, collect_dir=col))  # the start repairs
         rows, files = _listing(col)
-        assert rows == files and not list(col.rglob("*.tmp"))
-    assert len(rows) >= 15
+        assert rows == files and not list(col.rglob("*.tmp")), (kill_at, rows, files)
+    assert len(rows) == sum((k - 1) // 2 for k in range(1, 9))  # every save that finished (2 renames each)
+    assert len(list((col / "unlisted").iterdir())) == 4  # killed between picture and row: kept aside
 
 
 def test_https_key_folders_of_killed_servers_are_removed_at_start(tmp_path):

@@ -1,8 +1,13 @@
+import os
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from PIL import Image
 
 from conftest import CLASSES, run_cli, stale_temp_files
+from pokemon_classifier import annotations
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.errors import UserError
 
@@ -233,3 +238,91 @@ def test_from_folders_strict_flag_on_the_command_line(tmp_path):
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert "Alolan Sandslash" in err
     assert not (tmp_path / "data" / "annotations.csv").exists()
+
+
+# ------------------------------------------------------------------ annotate --add: concurrent runs, kill -9
+_ADD = """
+import os, signal, sys
+real, calls = os.replace, [0]
+def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
+    calls[0] += 1
+    if calls[0] == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+os.replace = replace
+from pokemon_classifier.cli import main
+sys.exit(main(["annotate", sys.argv[2], "--add", sys.argv[3]]))
+"""
+
+
+def _add_setup(tmp_path, n=6):
+    import io
+
+    import numpy as np
+
+    from pokemon_classifier.collect import Collector
+    from pokemon_classifier.synthetic import draw_shape, make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=2)
+    col = Collector(tmp_path / "collected")
+    for i in range(n):
+        b = io.BytesIO()
+        draw_shape("diamond", (240, 210, 30), rng=np.random.default_rng(i)).save(b, "PNG")
+        col.save(b.getvalue(), 25 if i % 2 else 7)
+    return data, tmp_path / "collected"
+
+
+def _add_run(kill_at, data, src):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.run([sys.executable, "-c", _ADD, str(kill_at), str(data), str(src)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _each_picture_once(data, src, before: int):
+    import pandas as pd
+
+    from pokemon_classifier.fileio import sha256_file
+
+    df = annotations.read_annotations(data)
+    files = sorted(p.name for p in (data / "images").iterdir())
+    assert sorted(df.img_name) == files, "a picture without a row or a row without a picture"
+    assert not list(data.rglob("*.tmp"))
+    assert len(df) == before + len(pd.read_csv(src / "annotations.csv"))
+    hashes = [sha256_file(data / "images" / n) for n in df.img_name]
+    assert len(set(hashes)) == len(hashes), "a picture stored twice"
+
+
+def test_annotate_add_killed_at_every_write_is_completed_by_a_rerun(tmp_path):
+    import signal
+
+    data, src = _add_setup(tmp_path)
+    before = len(annotations.read_annotations(data))
+    pristine = tmp_path / "pristine"
+    shutil.copytree(data, pristine)
+    for kill_at in range(1, 6 + 2):  # 6 pictures, then the rows
+        shutil.rmtree(data)
+        shutil.copytree(pristine, data)
+        r = _add_run(kill_at, data, src)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        r = _add_run(0, data, src)  # the rerun, not killed
+        assert r.returncode == 0 and "added 6 pictures" in r.stdout, (kill_at, r.stdout, r.stderr)
+        _each_picture_once(data, src, before)
+        assert "added 0 pictures" in _add_run(0, data, src).stdout
+
+
+def test_two_annotate_add_runs_at_once_store_each_picture_once(tmp_path):
+    import subprocess
+    import sys
+
+    data, src = _add_setup(tmp_path, n=12)
+    before = len(annotations.read_annotations(data))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    runs = [subprocess.Popen([sys.executable, "-c", _ADD, "0", str(data), str(src)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    _each_picture_once(data, src, before)
+    assert sorted(o[0].split()[1] for o in outs) == ["0", "12"]  # "added N pictures ..."

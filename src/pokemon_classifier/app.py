@@ -9,8 +9,11 @@ FastAPI + one static page (no CDN, works offline, phone-sized viewport; API docs
 Swagger UI served from the installed swagger-ui-bundle). Nothing heavy runs on the event loop:
 image decoding runs in a thread pool, video decoding in its own worker, and inference in one
 batching worker (serving.Batcher) shared by every request, so `GET /api/health` stays instant.
-Bodies are cut at the size cap while they stream in; uploads never touch the file system. Every
-error is JSON `{"error": "..."}` with 400 (bad input), 413 (over a limit) or 415 (not multipart).
+Bodies are cut at the size cap while they stream in and parsed in memory (never spooled to a temp
+file). POSTs from another site's page are refused (403) and the Host header must name this server
+(--allowed-hosts; DNS rebinding). Every error is JSON `{"error": "..."}` with 400 (bad input, pictures
+longer than 20:1 included), 403 (cross-site), 413 (over a limit), 415 (not multipart) or 429 (too many
+corrections); even a request uvicorn cannot parse gets JSON.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def test_same_origin_and_scripts_may_write(clf, tmp_path):
     col = tmp_path / "col"
     c = TestClient(create_app(clf, collect_dir=col))
     assert _feedback(c, _pic(1)).status_code == 200  # curl: no Origin, no Sec-Fetch-Site
-    assert _feedback(c, _pic(2), headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}).status_code == 200
+    own_page = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    assert _feedback(c, _pic(2), headers=own_page).status_code == 200
     assert len(_listing(col)[0]) == 2
     assert c.get("/api/health", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # reads are not writes
 
@@ -129,7 +130,8 @@ def test_byte_and_picture_budget(clf, tmp_path):
     c = TestClient(create_app(clf, collect_dir=col, collect_max_mb=2.5 * one / 1e6))
     assert _feedback(c, _pic(0)).status_code == 200 and _feedback(c, _pic(1)).status_code == 200
     r = _feedback(c, _pic(2))
-    assert r.status_code == 413 and "collect folder is full" in r.json()["error"] and "--collect-max-mb" in r.json()["error"]
+    assert r.status_code == 413
+    assert "collect folder is full" in r.json()["error"] and "--collect-max-mb" in r.json()["error"]
     assert len(_listing(col)[1]) == 2
     col2 = tmp_path / "col2"
     c = TestClient(create_app(clf, collect_dir=col2, collect_max_files=2))
@@ -311,7 +313,8 @@ def test_kill_9_of_serve_https_leaves_no_key_folder(tmp_path):
 # ------------------------------------------------------------------ fps, Content-Length, spooling, clients gone
 @pytest.mark.parametrize("fps", ["1e-300", "0.05", "10.5", "1e300", "0"])
 def test_fps_outside_the_documented_range_is_refused(clf, fps):
-    r = TestClient(create_app(clf)).post(f"/api/predict_video?fps={fps}", files={"file": ("v.mp4", b"x" * 10, "video/mp4")})
+    r = TestClient(create_app(clf)).post(f"/api/predict_video?fps={fps}",
+                                         files={"file": ("v.mp4", b"x" * 10, "video/mp4")})
     assert r.status_code == 400 and r.json()["error"].startswith("fps must be between 0.1 and 10, got")
 
 
@@ -412,3 +415,27 @@ def test_no_work_for_a_client_that_has_gone(clf):
     assert counting.preprocessed == 0 and counting.forwards == 0
     assert asyncio.run(one(False)) == 200 and counting.forwards == 1
     app.state.batcher.close()
+
+
+def test_a_collected_folder_goes_through_annotate_and_trains_cache(clf, tmp_path):
+    """What feedback stores (phone photos, the longest legal shape) is read by the commands that follow;
+    what it refuses (1xN) never gets in."""
+    from pokemon_classifier.data import build_cache
+    from pokemon_classifier.models import preprocessing
+
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    src = Image.new("RGB", (64, 48), (220, 40, 40))
+    for i, (fmt, kw) in enumerate([("PNG", {}), ("MPO", {"save_all": True, "append_images": [src]}),
+                                   ("HEIF", {}), ("AVIF", {}), ("JPEG", {})]):
+        b = io.BytesIO()
+        (src.resize((4000, 200)) if fmt == "JPEG" else src).rotate(i).save(b, fmt, **kw)
+        assert _feedback(c, b.getvalue()).status_code == 200
+    b = io.BytesIO()
+    Image.new("RGB", (1, 30000)).save(b, "PNG")
+    assert _feedback(c, b.getvalue()).status_code == 400
+    df = annotations.annotate(col, plot=False, echo=lambda *_: None)  # every stored picture decodes
+    assert len(df) == 5 and not (col / "annotate_report.csv").exists()
+    arr = build_cache(col, df, preprocessing("mobilenet_v3_small", 64), workers=1, root=tmp_path / "cache",
+                      progress=False)
+    assert arr.shape == (5, 3, 73, 73)

@@ -59,8 +59,9 @@ def main(args) -> int:
         r = Collector(args.data, max_bytes=1 << 62).add_folder(args.add, exclude=exclude)
         if r.left_out:
             print(f"left out {r.left_out} pictures of {args.add} (--exclude)")
-        print(f"added {r.added + r.restored} pictures from {args.add} to {args.data} ({r.skipped} already there"
-              + (f"; {r.restored} had been copied by an interrupted run and are now listed" if r.restored else "") + ")")
+        restored = f"; {r.restored} had been copied by an interrupted run and are now listed" if r.restored else ""
+        print(f"added {r.added + r.restored} pictures from {args.add} to {args.data} "
+              f"({r.skipped} already there{restored})")
         return 0
     annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
     return 0

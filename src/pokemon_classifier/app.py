@@ -65,7 +65,8 @@ class Service:
         self.classifier, self.max_upload, self.topk = classifier, max_upload, topk
         self.max_video_seconds, self.max_video_frames = max_video_seconds, max_video_frames
         self.batcher = Batcher(classifier, max_batch, max_wait_ms)
-        self.decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
+                                              thread_name_prefix="decode")
         self.video_pool = ThreadPoolExecutor(1, thread_name_prefix="video")  # one video decoded at a time
         self.video_slot = asyncio.Semaphore(1)  # ... and fed to the batcher one chunk at a time
         self.n_classes = len(classifier.class_ids)

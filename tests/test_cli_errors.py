@@ -178,6 +178,9 @@ CASES = [
     ("predict-empty-onnx", "predict --weights {T}/empty.onnx --backend onnx {T}/data/images", "empty.onnx"),
     ("serve-port-99999", "serve --weights {T}/good.pt --port 99999", "--port 99999: not a TCP port"),
     ("serve-max-batch-0", "serve --weights {T}/good.pt --max-batch 0", "argument --max-batch: '0'"),
+    ("serve-collect-max-mb-0", "serve --weights {T}/good.pt --collect-max-mb 0", "argument --collect-max-mb: '0'"),
+    ("serve-collect-per-minute-0", "serve --weights {T}/good.pt --collect-per-minute 0",
+     "argument --collect-per-minute: '0'"),
     # ---- argparse's own errors are one line too
     ("train-unknown-flag", "train --data {T}/data --out {T}/out/r --warp-speed", "--warp-speed"),
     ("evaluate-missing-required", "evaluate --weights {T}/good.pt", "--data"),

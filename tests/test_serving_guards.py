@@ -439,3 +439,14 @@ def test_a_collected_folder_goes_through_annotate_and_trains_cache(clf, tmp_path
     arr = build_cache(col, df, preprocessing("mobilenet_v3_small", 64), workers=1, root=tmp_path / "cache",
                       progress=False)
     assert arr.shape == (5, 3, 73, 73)
+
+
+@pytest.mark.parametrize("content", ["", "img_name,pokemon_id\n\"unclosed,25\n", "a,b,c\n1,2\n1,2,3,4,5\n",
+                                     "img_name,pokemon_id\npikachu001.png,999\n"])
+def test_a_broken_annotations_file_stops_serve_in_one_line(clf, tmp_path, monkeypatch, content):
+    col = tmp_path / "col"
+    (col / "images").mkdir(parents=True)
+    (col / "annotations.csv").write_text(content)
+    monkeypatch.setattr(Classifier, "load", staticmethod(lambda *a, **kw: clf))
+    code, out, err = run_cli("serve", "--port", "0", "--collect", col)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "annotations.csv" in err, err

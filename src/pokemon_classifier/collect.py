@@ -183,7 +183,10 @@ class Collector:
                 done.append(f"removed {n} unfinished .tmp files")
             path = self.dir / ANNOTATIONS
             if path.exists():
-                raw = pd.read_csv(path, dtype={"img_name": str}) if path.stat().st_size else None
+                try:
+                    raw = pd.read_csv(path, dtype={"img_name": str})
+                except (ValueError, UnicodeDecodeError):  # pandas' errors are ValueErrors: reported below
+                    raw = None
                 if raw is not None and list(raw.columns[:2]) == COLUMNS and raw["img_name"].duplicated().any():
                     n = int(raw["img_name"].duplicated().sum())
                     write_annotations(self.dir, raw.drop_duplicates("img_name"))

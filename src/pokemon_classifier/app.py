@@ -170,7 +170,7 @@ def video_router(svc: Service) -> APIRouter:
                     rows += [full_probabilities(clf, r) for r in results]
                     frames += [dict(r, topk=r["topk"][:svc.clamp_k(k)]) for r in results]
         except ImageError as e:
-            return _error(400, "not a readable video: " + str(e))
+            return _error(400, "not a readable video: " + str(e).removeprefix("<image>: "))  # a frame's shape
         except LimitExceeded as e:
             return _error(413, str(e))
         finally:
@@ -271,7 +271,8 @@ def add_arguments(p) -> None:
                    help="with --collect: the folder's budget; feedback answers 413 once its pictures use this much")
     p.add_argument("--collect-max-files", type=positive_int, default=5000, help="with --collect: most pictures kept")
     p.add_argument("--collect-per-minute", type=positive_int, default=30,
-                   help="with --collect: most pictures one client address may send a minute (then 429)")
+                   help="with --collect: most pictures one client address may send a minute (then 429; behind "
+                        "a proxy every client shares the proxy's address)")
     p.add_argument("--allowed-hosts", metavar="NAMES", help="comma-separated names this server answers to in "
                    "the Host header (default: the names and addresses of --host; '*' for any, e.g. behind a proxy)")
 

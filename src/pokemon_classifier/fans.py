@@ -5,7 +5,9 @@
     curl 'http://127.0.0.1:7860/api/pokedex?lang=ja'
 
 app.py mounts `fan_router(...)` and passes every prediction through `localize()`; the facts live in
-pokedex.py, the saving of corrected pictures in collect.py.
+pokedex.py, the saving of corrected pictures in collect.py. POST /api/feedback is the app's one write:
+app.py's guards let only its own page and names reach it, and here it is held to a budget
+(--collect-max-mb, --collect-max-files: 413) and to --collect-per-minute per client address (429).
 """
 
 from __future__ import annotations

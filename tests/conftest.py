@@ -1,21 +1,15 @@
-"""Shared fixtures: synthetic datasets generated in the test, a no-network guard, the shared data."""
+"""Shared fixtures: synthetic datasets generated in the test, a no-network guard, the shared data, the
+tiny classifier the app tests serve. Helpers that are not fixtures live in helpers.py."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from pokemon_classifier.synthetic import CLASSES, draw_shape, make_dataset  # noqa: F401
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pokemon"
-# the developer's cache, read before any test isolates it: shared-data tests reuse its lite0 features
-# of 6,555 images (minutes to compute) instead of rebuilding them in every test's temp cache
-USER_CACHE = Path(os.environ.get("POKEMON_CLASSIFIER_CACHE", Path.home() / ".cache" / "pokemon-classifier"))
+from helpers import SHARED, make_dataset, tiny_checkpoint
 
 
 @pytest.fixture
@@ -39,6 +33,14 @@ def shared_data() -> Path:
     if not (SHARED / "annotations.csv").is_file():
         pytest.skip(f"shared data not present at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def clf(tmp_path_factory):
+    """A tiny random classifier (64 px, no top-probability floor); one per test module."""
+    from pokemon_classifier.predict import Classifier
+
+    return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt", 64, unknown_threshold=0.0))
 
 
 # ------------------------------------------------------------ no network in tests
@@ -75,78 +77,3 @@ def _no_network(request, monkeypatch):
     if "network" not in request.keywords:
         monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     yield
-
-
-def run_cli(*args, cwd=None):
-    """Run the CLI in-process; returns (exit code, stdout, stderr) via capsys-free subprocess-like API."""
-    import contextlib
-    import io
-
-    from pokemon_classifier.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    try:
-        if cwd:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as e:
-                code = e.code
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
-
-
-def stale_temp_files(stale: list[Path], keep: list[Path]):
-    """Plant temp files an hour old, as a killed run leaves them (`stale`, named like the atomic
-    writer's `.NAME.XXXXXXXX.tmp`) and look-alikes of the user's (`keep`); returns a check that the
-    next run removed exactly the stale ones."""
-    import time
-
-    old = time.time() - 3600
-    for p in stale + keep:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"x")
-        os.utime(p, (old, old))
-    return lambda: not any(p.exists() for p in stale) and all(p.exists() for p in keep)
-
-
-def tiny_checkpoint(path: Path, size: int = 32, arch: str = "mobilenet_v3_small", **extra) -> Path:
-    """A randomly initialised checkpoint in the project's format (seeded, so outputs are repeatable)."""
-    import torch
-
-    from pokemon_classifier import pokedex
-    from pokemon_classifier.models import build_model, preprocessing
-
-    torch.manual_seed(0)
-    torch.save({"model": build_model(arch).state_dict(), "arch": arch, "class_ids": list(pokedex.IDS),
-                "preprocessing": preprocessing(arch, size), **extra}, path)
-    return path
-
-
-@contextlib.contextmanager
-def served_app(app, **config):
-    """A real uvicorn on a free loopback port, in a thread; yields the port (config: e.g. ssl files)."""
-    import threading
-    import time
-
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **config))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        srv.should_exit = True
-        t.join(10)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, run_cli, stale_temp_files
+from helpers import CLASSES, assert_one_line_error, run_cli, stale_temp_files
 from pokemon_classifier import annotations
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.errors import UserError
@@ -235,8 +235,7 @@ def test_from_folders_strict_flag_on_the_command_line(tmp_path):
     """`annotate --from-folders SRC --out D --strict` refuses the tree (one line naming the folder)."""
     src = _kaggle_tree(tmp_path)
     code, out, err = run_cli("annotate", "--from-folders", src, "--out", tmp_path / "data", "--strict")
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    assert "Alolan Sandslash" in err
+    assert_one_line_error(code, err, "Alolan Sandslash")
     assert not (tmp_path / "data" / "annotations.csv").exists()
 
 

@@ -19,7 +19,7 @@ def test_train_throughput_prints_both_pipelines(synth_data):
 def test_compare_runs_row_splits_scraped_and_sprites(synth_data, tmp_path):
     import pandas as pd
 
-    from conftest import run_cli, tiny_checkpoint
+    from helpers import run_cli, tiny_checkpoint
 
     assert run_cli("split", synth_data)[0] == 0
     run = tmp_path / "runA"

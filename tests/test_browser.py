@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import CLASSES, draw_shape, served_app, tiny_checkpoint
+from helpers import CLASSES, draw_shape, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -206,7 +206,9 @@ def test_artwork_when_it_loads_type_colours_when_not(browser, served):
     page.evaluate("cfg.artwork_url = 'http://127.0.0.1:9/{dex_id}.png'")  # nothing listens there
     page.set_input_files("#file", str(served["pic"]))
     page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=20000)
-    page.wait_for_timeout(500)
+    # the failed load hides the picture (an event, however long the refused connection takes)
+    page.wait_for_function("document.getElementById('art').hidden && !document.getElementById('art').src",
+                           timeout=10000)
     assert page.is_hidden("#art")
     bg = page.evaluate("getComputedStyle(document.getElementById('portrait')).backgroundColor + "
                        "getComputedStyle(document.getElementById('portrait')).backgroundImage")

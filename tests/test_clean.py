@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import CLASSES, draw_shape, make_dataset, run_cli, stale_temp_files
+from helpers import CLASSES, assert_one_line_error, draw_shape, make_dataset, run_cli, stale_temp_files
 from pokemon_classifier import clean
 
 
@@ -155,13 +155,6 @@ def _decisions(path, text):
     return path
 
 
-def _one_line_error(code, err, *must):
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert "np.int64" not in err
-    for m in must:
-        assert m in err, err
-
-
 def test_three_applies_with_kill_inside_second_then_undo_all(planted, tmp_path):
     import os
     import subprocess
@@ -194,7 +187,7 @@ def test_three_applies_with_kill_inside_second_then_undo_all(planted, tmp_path):
     assert (data / "annotations.csv").read_bytes() == ann0
     assert not [p for p in (data / "quarantine").rglob("*") if p.is_file()]
     code, _, err = run_cli("clean", data, "--undo")
-    _one_line_error(code, err, "nothing to undo")
+    assert_one_line_error(code, err, "nothing to undo")
 
 
 def test_undo_goes_back_one_apply_at_a_time(planted, tmp_path):
@@ -221,7 +214,7 @@ def test_undo_of_an_older_journal_first_is_refused(planted, tmp_path):
     assert run_cli("clean", data, "--apply", _decisions(tmp_path / "b.csv", "mew050.jpg,remove,\n"))[0] == 0
     first = clean.journals(data)[0]
     code, _, err = run_cli("clean", data, "--undo", first)
-    _one_line_error(code, err, first.name, "later")
+    assert_one_line_error(code, err, first.name, "later")
     assert (data / "quarantine" / "mew050.jpg").is_file()
 
 
@@ -239,7 +232,7 @@ def test_bad_changes_or_decisions_files_are_one_line_errors(planted, tmp_path, f
     bad = tmp_path / "given.csv"
     bad.write_bytes(content)
     code, _, err = run_cli("clean", data, flag, bad)
-    _one_line_error(code, err, str(bad))
+    assert_one_line_error(code, err, str(bad))
     assert _tree_hash(data) == start
 
 
@@ -251,7 +244,7 @@ def test_decisions_cannot_escape_images(planted, tmp_path):
     start = _tree_hash(data)
     dec = _decisions(tmp_path / "dec.csv", "abra060.jpg,remove,\n../../secret.txt,relabel,pikachu\n")
     code, _, err = run_cli("clean", data, "--apply", dec)
-    _one_line_error(code, err, str(dec), "row 3")
+    assert_one_line_error(code, err, str(dec), "row 3")
     assert secret.read_text() == "private" and _tree_hash(data) == start
     assert not (data / "clean" / "journal").exists() or not list((data / "clean" / "journal").iterdir())
 
@@ -264,7 +257,7 @@ def test_clean_on_empty_or_unreadable_annotations(tmp_path, content):
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations.csv").write_bytes(content)
     code, _, err = run_cli("clean", tmp_path, "--no-progress")
-    _one_line_error(code, err, "annotations.csv")
+    assert_one_line_error(code, err, "annotations.csv")
 
 
 def test_stale_temp_files_of_a_killed_clean_are_removed(planted, tmp_path):

@@ -1,7 +1,7 @@
 """Every subcommand over a corpus of bad inputs: exit code 2, exactly one line on stderr, starting with
 `error:` and naming the offending file or flag, and never a traceback.
 
-The cases run in-process (conftest.run_cli) on one shared corpus built once: a small synthetic data
+The cases run in-process (helpers.run_cli) on one shared corpus built once: a small synthetic data
 folder, a good checkpoint and the bad files. The `serve` cases that get past argument parsing run as a
 subprocess with a timeout, so that one that wrongly gets past validation fails the test instead of
 serving forever.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_checkpoint
+from helpers import assert_one_line_error, run_cli, tiny_checkpoint
 from pokemon_classifier.synthetic import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,22 +199,11 @@ except ImportError:  # pragma: no cover - torch is a dependency
     pass
 
 
-def check_one_line_error(code, err: str, needle: str, case: str) -> str:
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err, f"{case}: traceback\n{err}"
-    assert code == 2, f"{case}: exit {code}\n{err}"
-    assert len(lines) == 1, f"{case}: {len(lines)} lines on stderr\n{err}"
-    assert lines[0].startswith("error: "), f"{case}: {lines[0]}"
-    assert needle in lines[0], f"{case}: {needle!r} not in {lines[0]!r}"
-    assert "np.int64" not in err and "np.float" not in err, f"{case}: numpy repr in {lines[0]!r}"
-    return lines[0]
-
-
 @pytest.mark.parametrize("case,argv,needle", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_error(corpus, case, argv, needle):
     args = [a.replace("{T}", str(corpus)) for a in argv.split()]
     code, _, err = run_cli(*args)
-    check_one_line_error(code, err, needle.replace("{T}", str(corpus)), case)
+    assert_one_line_error(code, err, needle.replace("{T}", str(corpus)), case=case)
 
 
 def test_no_output_left_behind_by_refused_runs(corpus):
@@ -236,7 +225,7 @@ def test_serve_bad_input_is_one_line_error(corpus, case, argv, needle):
     args = [a.replace("{T}", str(corpus)) for a in argv.split()]
     r = subprocess.run([sys.executable, "-m", "pokemon_classifier", *args], capture_output=True, text=True,
                        env=env, timeout=120)
-    check_one_line_error(r.returncode, r.stderr, needle.replace("{T}", str(corpus)), case)
+    assert_one_line_error(r.returncode, r.stderr, needle.replace("{T}", str(corpus)), case=case)
 
 
 def test_predict_contract_for_unreadable_inputs(corpus):

@@ -7,7 +7,7 @@ import threading
 import pandas as pd
 import pytest
 
-from conftest import CLASSES, draw_shape
+from helpers import CLASSES, draw_shape
 from pokemon_classifier import annotations
 from pokemon_classifier.collect import Collector
 from pokemon_classifier.errors import ImageError, UserError
@@ -140,7 +140,7 @@ def test_https_key_is_removed_when_the_server_is_terminated():
 
 
 def test_annotate_add_merges_a_collected_folder_once(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
     from pokemon_classifier.collect import Collector
     from pokemon_classifier.synthetic import draw_shape, make_dataset
 
@@ -165,7 +165,7 @@ def test_annotate_add_merges_a_collected_folder_once(tmp_path):
 
 
 def test_annotate_add_exclude_leaves_listed_pictures_out(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
     from pokemon_classifier.collect import Collector
     from pokemon_classifier.synthetic import draw_shape, make_dataset
 

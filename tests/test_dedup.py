@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from conftest import draw_shape, run_cli
+from helpers import draw_shape, run_cli
 from pokemon_classifier import dedup
 from pokemon_classifier.synthetic import CLASSES
 
-from conftest import USER_CACHE  # noqa: E402  (the developer's cache: see conftest)
+from helpers import USER_CACHE  # noqa: E402  (the developer's cache: see helpers)
 
 
 def scene(seed: int, size: int = 160) -> Image.Image:
@@ -54,7 +54,7 @@ def test_dedup_cli_finds_planted_duplicates_and_caches(synth_data):
     df = pd.read_csv(synth_data / "dedup.csv")
     assert list(df.columns) == ["img_name", "group", "pokemon_id", "group_size", "hash_group"]
     by_name = df.set_index("img_name")["group"]
-    # conftest plants <name>013/014 as resized re-encodes of <name>001/002
+    # make_dataset plants <name>013/014 as resized re-encodes of <name>001/002
     for name in ("bulbasaur", "pikachu", "mew"):
         assert by_name[f"{name}013.jpg"] == by_name[f"{name}001.jpg"]
         assert by_name[f"{name}014.jpg"] == by_name[f"{name}002.jpg"]

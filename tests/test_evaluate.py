@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli, tiny_checkpoint
+from helpers import assert_one_line_error, run_cli, tiny_checkpoint
 from pokemon_classifier.calibrate import fit_temperature, unknown_threshold
 from pokemon_classifier.models import load_checkpoint
 
@@ -132,7 +132,7 @@ def test_calibrate_writes_into_checkpoint(synth_data, tiny_ckpt):
     bad = synth_data / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     code, out, err = run_cli("calibrate", "--weights", bad, "--data", synth_data)
-    assert code != 0 and "broken.pt: not a loadable checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert_one_line_error(code, err, "broken.pt: not a loadable checkpoint")
 
 
 def test_calibrate_chooses_inference_size_on_val(synth_data, tiny_ckpt, tmp_path):
@@ -183,7 +183,7 @@ def test_by_errors_are_one_line(synth_data, tiny_ckpt, tmp_path):
                          (f"{tmp_path / 'nope.csv'}:kind", "file not found"),
                          (f"{tmp_path / 'm.csv'}:", "FILE.csv:COLUMN")):
         code, out, err = run_cli("evaluate", "--weights", tiny_ckpt, "--data", synth_data, "--by", spec)
-        assert code != 0 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert_one_line_error(code, err, needle)
 
 
 def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):

@@ -1,11 +1,11 @@
 """The fan-facing API: localized verdicts, Accept-Language, /api/pokedex, /api/config, /api/feedback, https."""
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLASSES, draw_shape, run_cli, served_app, tiny_checkpoint
+from helpers import CLASSES, run_cli, served_app, tiny_checkpoint
+from helpers import png as _png
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -13,19 +13,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from pokemon_classifier.app import create_app  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def clf(tmp_path_factory):
-    return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.pt", 64, unknown_threshold=0.0))
-
-
-def _png(shape="circle", fmt="PNG", seed=0) -> bytes:
-    import numpy as np
-
-    b = io.BytesIO()
-    draw_shape(shape, CLASSES[1][1], rng=np.random.default_rng(seed)).save(b, fmt)
-    return b.getvalue()
 
 
 def _predict(c, **kw):

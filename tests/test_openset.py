@@ -53,7 +53,7 @@ import json  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from conftest import run_cli, tiny_checkpoint  # noqa: E402
+from helpers import run_cli, tiny_checkpoint  # noqa: E402
 from pokemon_classifier.models import load_checkpoint  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import CLASSES, draw_shape, run_cli, tiny_checkpoint
+from helpers import CLASSES, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import pokedex
 from pokemon_classifier.predict import Classifier
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import run_cli, tiny_checkpoint
+from helpers import run_cli, tiny_checkpoint
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.runtime import cache_dir, default_workers, loader_workers, pick_device
 

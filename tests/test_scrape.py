@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from helpers import run_cli
 from fake_web import FakeWeb
 from pokemon_classifier.scrape import BingProvider, Downloader, DuckDuckGoProvider, HttpClient
 

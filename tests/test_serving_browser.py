@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import CLASSES, draw_shape, served_app, tiny_checkpoint
+from helpers import CLASSES, draw_shape, served_app, tiny_checkpoint
 
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, draw_shape, run_cli, tiny_checkpoint
+from helpers import CLASSES, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import annotations
 
 pytest.importorskip("fastapi")

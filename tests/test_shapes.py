@@ -10,7 +10,7 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import run_cli, tiny_checkpoint
+from helpers import run_cli, tiny_checkpoint
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.images import MAX_ASPECT
 

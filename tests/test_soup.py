@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import torch
 
-from conftest import run_cli, tiny_checkpoint
+from helpers import assert_one_line_error, run_cli, tiny_checkpoint
 from pokemon_classifier.models import load_checkpoint
 from pokemon_classifier.soup import average
 
@@ -68,5 +68,5 @@ def test_incompatible_or_bad_inputs_are_one_line_errors(tmp_path):
     for args, needle in (([a, other], "arch"), ([a, big], "image size"), ([a], "at least two"),
                          ([a, tmp_path / "junk.pt"], "not a loadable checkpoint"), ([a, tmp_path / "no.pt"], "not found")):
         code, _, err = run_cli("soup", *args, "--out", tmp_path / "s.pt")
-        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (needle, err)
+        assert_one_line_error(code, err, needle)
     assert not (tmp_path / "s.pt").exists()

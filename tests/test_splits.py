@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli, stale_temp_files
+from helpers import run_cli, stale_temp_files
 from pokemon_classifier.splits import extend_with_train, fold_val, group_split, leak_report, random_split
 
 
@@ -136,7 +136,7 @@ def test_bad_fractions(synth_data, args):
 
 
 def test_shared_data_leak_report(shared_data, tmp_path, monkeypatch):
-    from conftest import USER_CACHE
+    from helpers import USER_CACHE
 
     from pokemon_classifier import dedup
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pokemon_classifier.errors import UserError
+from pokemon_classifier.fileio import remove_stale_temps, temp_beside
 from pokemon_classifier.models import load_checkpoint, resolve_weights
 
 META_KEY = "pokemon_classifier"
@@ -25,14 +26,15 @@ def export_onnx(weights, out, opset: int = 17, check: bool = True) -> float:
     """Write `out` atomically; returns max |Δprob| between torch and ONNX Runtime on sample inputs."""
     import onnx
 
-    from pokemon_classifier.openset import OpenSetHead, Scored
+    from pokemon_classifier.openset.scoring import OpenSetHead, Scored
 
     model, meta = load_checkpoint(weights)
     size = meta["preprocessing"]["size"]
     x = torch.randn(2, 3, size, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fd, tmp = temp_beside(out)
+    os.close(fd)
     # with an open-set state the graph has a second output, the score, computed in the graph
     net = Scored(model, OpenSetHead(meta["openset"])).eval() if meta.get("openset") else model
     names = ["logits", "open_set_score"] if meta.get("openset") else ["logits"]
@@ -103,14 +105,16 @@ def load_onnx(path, threads: int | None = None):
 
 
 def graph_code() -> str:
-    """A fingerprint of the code that builds the exported graph (models, open-set head, export): a
-    release that changes how the graph is built re-exports even an unchanged best.pt."""
+    """A fingerprint of the code that builds the exported graph (models, the open-set scoring modules,
+    export): a release that changes how the graph is built re-exports even an unchanged best.pt, and
+    one that changes only fitting, statistics or plots does not."""
     import hashlib
 
-    from pokemon_classifier import models, openset
+    from pokemon_classifier import models
+    from pokemon_classifier.openset import scoring
 
     h = hashlib.sha256()
-    for source in (models.__file__, openset.__file__, __file__):
+    for source in (models.__file__, scoring.__file__, __file__):
         h.update(Path(source).read_bytes())
     return h.hexdigest()[:10]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, stale_temp_files
 
 FAST = ["--arch", "mobilenet_v3_small", "--img-size", "32", "--batch-size", "16", "--no-progress",
         "--threads", "1"]
@@ -70,6 +70,17 @@ def test_best_is_a_true_copy_not_the_last_epoch(synth_data, tmp_path, monkeypatc
     assert torch.load(tmp_path / "a/best.pt", weights_only=True)["epoch"] == 2
     assert _same(best_a, last_b)  # epoch-2 weights, bit for bit (CPU runs are repeatable)
     assert not _same(best_a, last_a)
+
+
+def test_a_run_sweeps_only_its_own_stale_temp_files(synth_data, tmp_path):
+    """A killed run's ".last.pt.XXXXXXXX.tmp" goes; a user's `.notes.tmp` and look-alikes stay (the
+    run used to delete every `.*.tmp` in --out)."""
+    out = tmp_path / "run"
+    swept = stale_temp_files([out / ".last.pt.k3j_x9ab.tmp", out / ".metrics.csv.a1b2c3d4.tmp"],
+                             [out / ".notes.tmp", out / ".last.pt.tmp", out / ".mine.csv.a1b2c3d4.tmp"])
+    code, _, err = run_cli("train", "--data", synth_data, "--out", out, "--epochs", "1", "--max-batches", "1", *FAST)
+    assert code == 0, err
+    assert swept()
 
 
 def _train_cmd(data, out, epochs, extra=()):

@@ -31,9 +31,10 @@ import pandas as pd
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import (ANNOTATIONS, COLUMNS, MANIFEST, check_images, class_files, read_annotations,
-                                            remove_stale_temps, safe_image_path)
+                                            safe_image_path)
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, read_csv_input, sha256_file
+from pokemon_classifier.fileio import (atomic_open, atomic_write_csv, atomic_write_text, read_csv_input, remove_stale_temps,
+                                       sha256_file)
 
 CANDIDATE_COLUMNS = ["finding", "rank", "img_name", "pokemon_id", "given", "suggested_id", "suggested",
                      "probability", "score", "reason", "group"]

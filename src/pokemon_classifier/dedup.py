@@ -32,10 +32,10 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import read_annotations, remove_stale_temps, worker_pool
+from pokemon_classifier.annotations import read_annotations, worker_pool
 from pokemon_classifier.data import resolve_paths
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
+from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, remove_stale_temps, sha256_file
 from pokemon_classifier.images import load_image
 from pokemon_classifier.runtime import cache_dir, default_workers
 

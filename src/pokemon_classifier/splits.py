@@ -32,9 +32,8 @@ import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import remove_stale_temps
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_write_csv, read_csv_input
+from pokemon_classifier.fileio import atomic_write_csv, read_csv_input, remove_stale_temps
 
 SPLITS = ("train", "val", "test")
 UNUSED = "unused"  # `split --extend`: an extra picture with a near-duplicate in val/test, never trained on

@@ -38,7 +38,8 @@ from pokemon_classifier import __version__, pokedex
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.data import TensorDataset8, build_cache, fingerprint
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, out_dir, subplots
+from pokemon_classifier.fileio import (atomic_savefig, atomic_torch_save, atomic_write_csv, out_dir, remove_stale_temps,
+                                       subplots)
 from pokemon_classifier.models import (ARCHS, build_model, freeze_stages, preprocessing, read_checkpoint,
                                        set_frozen_bn_eval)
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
@@ -296,6 +297,7 @@ def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -
 
 # ---------------------------------------------------------------- checkpoints
 
+TRAIN_OUTPUTS = ("best.pt", "last.pt", "metrics.csv", "curves.png", SPLITS_CSV)  # what a run writes into --out
 CHECKPOINT_VERSION = 2  # 2: "epoch" counts epochs completed in best.pt and last.pt alike; full rng state
 
 
@@ -498,9 +500,8 @@ def main(args) -> int:
     amp = device.type == "cuda"
     progress = args.progress and rank == 0
     args.out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        for stale in args.out.glob(".*.tmp"):  # left by a run killed mid-write; the real files are intact
-            stale.unlink(missing_ok=True)
+    if rank == 0:  # temp files of a run killed mid-write (the real files are intact); never a user's
+        remove_stale_temps(args.out, TRAIN_OUTPUTS, time.time())
 
     df = read_annotations(args.data, purpose="train on")
     splits, splits_path = prepare_splits(args, df, rank)

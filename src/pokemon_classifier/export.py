@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import remove_stale_temps, temp_beside
+from pokemon_classifier.fileio import atomic_write_text, remove_stale_temps, temp_beside
 from pokemon_classifier.models import load_checkpoint, resolve_weights
 
 META_KEY = "pokemon_classifier"
@@ -130,9 +131,28 @@ def cached_onnx(weights) -> Path:
 
     key = f"{sha256_file(weights)[:20]}-{graph_code()}-torch{torch.__version__.split('+')[0]}"
     out = cache_dir() / "onnx" / f"{key}.onnx"
-    if not out.is_file():
+    if out.parent.is_dir():  # exports killed mid-write; an hour old, so never one another serve is writing now
+        remove_stale_temps(out.parent, lambda name: name.endswith(".onnx"), time.time() - 3600)
+    if not _intact(out):
         export_onnx(weights, out)
+        atomic_write_text(_digest_path(out), sha256_file(out))
     return out
+
+
+def _digest_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".sha256")
+
+
+def _intact(onnx_path: Path) -> bool:
+    """Whether a cached export is the file its export wrote: a truncated or corrupted one (a full disk,
+    a crash of an older release that wrote no digest) would otherwise fail to load at every start."""
+    from pokemon_classifier.fileio import sha256_file
+
+    digest = _digest_path(onnx_path)
+    try:
+        return onnx_path.is_file() and digest.read_text(encoding="utf-8").strip() == sha256_file(onnx_path)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def add_arguments(p) -> None:

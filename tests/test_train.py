@@ -181,7 +181,12 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
 def test_config_file_sets_options_and_flags_win(tmp_path):
     from pathlib import Path
 
-    from pokemon_classifier.train import parse_args
+    from pokemon_classifier.cli import build_parser, with_config
+
+    def parse_args(argv):  # what `pokemon-classifier train ARGV` reads (cli.main, the path users run)
+        argv = ["train", *argv]
+        parser = build_parser("train")
+        return with_config(parser, parser.parse_args(argv), argv)
 
     repo = Path(__file__).resolve().parents[1]
     args = parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "retro"])

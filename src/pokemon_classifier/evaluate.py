@@ -159,14 +159,6 @@ def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.nda
 
 # ---------------------------------------------------------------- leak measurement
 
-def leak_split(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str = "test") -> pd.Series:
-    """For images of `split`: True when a near-duplicate (same dedup group) sits in train."""
-    from pokemon_classifier import dedup
-    from pokemon_classifier.splits import duplicate_in_train
-
-    return leak_measures(data_dir, df_all, splits, split)["any"]
-
-
 def leak_measures(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """For images of `split`: leaked under the merged groups ('any'), the hash and the embedding measure."""
     from pokemon_classifier import dedup

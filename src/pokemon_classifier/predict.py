@@ -126,8 +126,6 @@ class Classifier:
         logits, scores = self._run(batch)
         return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy(), scores
 
-    def probs(self, batch: torch.Tensor) -> np.ndarray:
-        return self.forward(batch)[0]
 
     def is_unknown(self, p: np.ndarray, score: float | None = None) -> bool:
         low = float(np.max(p)) < self.threshold
@@ -300,8 +298,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    if args.topk < 1:
-        raise UserError("--topk must be at least 1")
     if args.lang is not None and pokedex.normalize_language(args.lang) is None:
         raise UserError(f"--lang {args.lang}: not a supported language ({', '.join(pokedex.LANGUAGES)})")
     paths = expand_inputs(args.paths)

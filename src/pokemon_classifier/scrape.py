@@ -609,10 +609,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    if args.per_class < 1:
-        raise UserError("--per-class must be at least 1")
-    if not args.deadline > 0 or not args.timeout > 0:  # also refuses nan
-        raise UserError("--timeout and --deadline must be positive seconds")
     client = HttpClient(args.user_agent, timeout=(5.0, args.timeout), retries=args.retries,
                         max_bytes=int(args.max_mb * 1024 * 1024), per_host=args.per_host)
     bases = {}

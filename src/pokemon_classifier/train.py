@@ -93,12 +93,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop an epoch early
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
 # ---------------------------------------------------------------- one epoch
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
@@ -283,16 +277,6 @@ def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
                 raise UserError(f"{path}: {k}: {e}") from None
         out[k] = Path(v) if k in PATH_OPTIONS and v else v
     return out
-
-
-def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse once to find --config, make its keys the defaults, parse again."""
-    parser = parser or get_args_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        parser.set_defaults(**config_defaults(args.config, parser))
-        args = parser.parse_args(argv)
-    return args
 
 
 # ---------------------------------------------------------------- checkpoints

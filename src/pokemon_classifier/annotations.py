@@ -1,4 +1,6 @@
-"""`annotations.csv` (img_name,pokemon_id) for a data folder, and importing class-per-folder trees.
+"""`annotations.csv` (img_name,pokemon_id) for a data folder, and importing class-per-folder trees;
+with the helpers every dataset command shares: reading and checking annotations.csv, safe image
+paths inside the folder, parallel image checks and a process pool whose workers die with it.
 
     pokemon-classifier annotate data/                         # scan data/images, write annotations.csv
     pokemon-classifier annotate --from-folders PokemonData/ --out data/   # Kaggle layout -> ours

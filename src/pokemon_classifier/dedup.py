@@ -7,7 +7,7 @@
 Writes dedup.csv (img_name, group, pokemon_id, group_size, hash_group, embed_group) and lists groups
 that span classes. Hashes and features are cached (~/.cache/pokemon-classifier or $POKEMON_CLASSIFIER_CACHE).
 
-Two passes, merged into one graph whose connected components (union-find) are the groups:
+Two passes, merged into one graph whose connected components (scipy.sparse.csgraph) are the groups:
 - hash: 64-bit pHash of the whole image and of its content box. Two images are near-duplicates when
   any of whole~whole, box~box, whole~box or box~whole is within `threshold` bits: comparing crosswise
   catches a render that one source padded and another cropped tight.

@@ -24,7 +24,9 @@ import json
 import platform
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -407,8 +409,19 @@ def prepare_splits(args, df: pd.DataFrame, rank: int) -> tuple[pd.DataFrame, Pat
     return read_splits(out, df), out
 
 
-def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int, world: int, device):
-    """(train loader, val loader, per-epoch reseeding function, train count, val count, workers)."""
+@dataclass
+class Loaders:
+    """build_loaders' result: the two loaders and what the run says about them."""
+
+    train: DataLoader
+    val: DataLoader
+    reseed: Callable[[int], None]  # call at each epoch: data order and worker seeds depend only on (seed, epoch)
+    n_train: int
+    n_val: int
+    workers: int
+
+
+def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int, world: int, device) -> Loaders:
     tr = np.flatnonzero(split == "train")
     va = np.flatnonzero(split == "val")
     if len(tr) == 0 or len(va) == 0:
@@ -434,7 +447,7 @@ def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int,
             sampler.generator.manual_seed(args.seed * 7919 + epoch)
         loader_gen.manual_seed(args.seed * 104_729 + epoch)
 
-    return train_loader, val_loader, reseed, len(tr), len(va), workers
+    return Loaders(train_loader, val_loader, reseed, len(tr), len(va), workers)
 
 
 def check_args(args) -> None:
@@ -469,6 +482,88 @@ def init_weights(path, arch: str) -> dict:
 
 # ---------------------------------------------------------------- main
 
+@dataclass
+class TrainingData:
+    """The run's images, decoded once: the annotations joined with their split, and the negatives."""
+
+    df: pd.DataFrame  # annotations + split (the data fingerprint is taken on it)
+    splits_path: Path
+    pre: dict  # the arch's preprocessing at --img-size
+    images: np.ndarray  # (N,3,R,R) uint8, the negatives after the annotated images
+    labels: np.ndarray  # class index, -1 for a negative
+    split: np.ndarray  # train / val / test per row (negatives: train)
+    oe: dict | None  # outlier exposure: how many negatives, how often repeated, their weight
+
+
+def load_data(args, rank: int, world: int, progress: bool) -> TrainingData:
+    df = read_annotations(args.data, purpose="train on")
+    splits, splits_path = prepare_splits(args, df, rank)
+    df = df.merge(splits, on="img_name", how="left")
+    pre = preprocessing(args.arch, args.img_size)
+
+    # decode + resize once (rank 0 builds the cache, the others reuse it)
+    if rank == 0:
+        images = build_cache(args.data, df, pre, progress=progress)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            images = build_cache(args.data, df, pre, progress=False)
+    labels, split = df["pokemon_id"].to_numpy() - 1, df["split"].to_numpy()
+    oe = None
+    if args.negatives:  # outlier exposure: label -1, pushed to a uniform answer by the loss
+        neg, oe = negatives_for_training(args.negatives, pre, int((split == "train").sum()), progress=progress)
+        images = np.concatenate([images, neg])
+        labels, split = np.r_[labels, np.full(len(neg), -1)], np.r_[split, np.full(len(neg), "train")]
+        oe["weight"] = args.oe_weight
+    return TrainingData(df, splits_path, pre, images, labels, split, oe)
+
+
+def build_network(args, device, world: int, resume_ck: dict | None, init_sd: dict | None):
+    """(model, the network to train: model or its DDP wrapper, parameters frozen) with the run's first weights."""
+    torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
+    model = build_model(args.arch, len(pokedex.IDS), pretrained=args.pretrained and not resume_ck,
+                        weights_file=None if resume_ck else args.weights_file)  # check_args cleared both for --init
+    if init_sd is not None:
+        model.load_state_dict(init_sd)
+    frozen = freeze_stages(model, args.arch, args.freeze)
+    model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    return model, net, frozen
+
+
+def run_meta(args, data: TrainingData, resume_ck: dict | None) -> dict:
+    """What every checkpoint of the run carries besides the weights."""
+    class_ids = list(pokedex.IDS)
+    meta = {"arch": args.arch, "class_ids": class_ids, "names": [pokedex.name(i) for i in class_ids],
+            "preprocessing": data.pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, data.df),
+            "versions": library_versions(), "split": split_kind(data.splits_path), "split_file": str(data.splits_path)}
+    if data.oe:
+        meta["outlier_exposure"] = data.oe
+    if resume_ck and "init" in resume_ck:  # where the run's first weights came from, as recorded then
+        meta["init"] = resume_ck["init"]
+    elif args.init:
+        from pokemon_classifier.fileio import sha256_file
+
+        meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init)}
+    return meta
+
+
+def restore(resume_ck: dict, model, optimizer, scheduler, saver: CheckpointSaver) -> int:
+    """--resume: the weights, optimizer, schedule, random state and history of last.pt; returns the
+    number of epochs it had completed."""
+    model.load_state_dict(resume_ck["model"])
+    optimizer.load_state_dict(resume_ck["optimizer"])
+    scheduler.load_state_dict(resume_ck["scheduler"])
+    if "rng" in resume_ck:
+        set_rng_state(resume_ck["rng"])
+    saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
+    saver.history = list(resume_ck.get("history", []))
+    saver.write_history()
+    return epochs_completed(resume_ck)
+
+
 def main(args) -> int:
     resume_ck = load_resume(args)
     check_args(args)
@@ -487,86 +582,34 @@ def main(args) -> int:
     if rank == 0:  # temp files of a run killed mid-write (the real files are intact); never a user's
         remove_stale_temps(args.out, TRAIN_OUTPUTS, time.time())
 
-    df = read_annotations(args.data, purpose="train on")
-    splits, splits_path = prepare_splits(args, df, rank)
-    df = df.merge(splits, on="img_name", how="left")
-    pre = preprocessing(args.arch, args.img_size)
-    class_ids = list(pokedex.IDS)
-
-    # decode + resize once (rank 0 builds the cache, the others reuse it)
-    if rank == 0:
-        images = build_cache(args.data, df, pre, progress=progress)
-    if world > 1:
-        dist.barrier()
-        if rank != 0:
-            images = build_cache(args.data, df, pre, progress=False)
-    labels, split = df["pokemon_id"].to_numpy() - 1, df["split"].to_numpy()
-    oe = None
-    if args.negatives:  # outlier exposure: label -1, pushed to a uniform answer by the loss
-        neg, oe = negatives_for_training(args.negatives, pre, int((split == "train").sum()), progress=progress)
-        images = np.concatenate([images, neg])
-        labels, split = np.r_[labels, np.full(len(neg), -1)], np.r_[split, np.full(len(neg), "train")]
-        oe["weight"] = args.oe_weight
-    train_loader, val_loader, reseed, n_tr, n_va, workers = build_loaders(
-        args, images, labels, split, pre, rank, world, device)
-
-    torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
-    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
-                        weights_file=None if resume_ck else args.weights_file)  # check_args cleared both for --init
-    if init_sd is not None:
-        model.load_state_dict(init_sd)
-    frozen = freeze_stages(model, args.arch, args.freeze)
-    model.to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    data = load_data(args, rank, world, progress)
+    loaders = build_loaders(args, data.images, data.labels, data.split, data.pre, rank, world, device)
+    model, net, frozen = build_network(args, device, world, resume_ck, init_sd)
     criterion = OutlierExposureLoss(args.label_smoothing, args.oe_weight)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
     micro = args.micro_batch if args.micro_batch is not None else (16 if device.type == "cpu" else None)
     if micro is not None and micro <= 0:
         micro = None
-
-    meta = {"arch": args.arch, "class_ids": class_ids, "names": [pokedex.name(i) for i in class_ids],
-            "preprocessing": pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, df),
-            "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
-    if oe:
-        meta["outlier_exposure"] = oe
-    if resume_ck and "init" in resume_ck:  # where the run's first weights came from, as recorded then
-        meta["init"] = resume_ck["init"]
-    elif args.init:
-        from pokemon_classifier.fileio import sha256_file
-
-        meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init)}
-    saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
-    start_epoch = 0
-    if resume_ck:
-        model.load_state_dict(resume_ck["model"])
-        optimizer.load_state_dict(resume_ck["optimizer"])
-        scheduler.load_state_dict(resume_ck["scheduler"])
-        if "rng" in resume_ck:
-            set_rng_state(resume_ck["rng"])
-        start_epoch = epochs_completed(resume_ck)
-        saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
-        saver.history = list(resume_ck.get("history", []))
-        saver.write_history()
-        if rank == 0:
-            print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
+    saver = CheckpointSaver(args.out, model, optimizer, scheduler, run_meta(args, data, resume_ck), write=rank == 0)
+    start_epoch = restore(resume_ck, model, optimizer, scheduler, saver) if resume_ck else 0
     if rank == 0:
-        n_par = sum(p.numel() for p in model.parameters())
+        if resume_ck:
+            print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
+        n_par, oe = sum(p.numel() for p in model.parameters()), data.oe
         print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.2f}M frozen) on {device} x{world}; "
-              f"{n_tr} train / {n_va} val images at {pre['size']}px; augment {args.augment}; "
-              f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}"
+              f"{loaders.n_train} train / {loaders.n_val} val images at {data.pre['size']}px; augment {args.augment}; "
+              f"{args.epochs} epochs, batch {args.batch_size}, workers {loaders.workers}"
               + (f"; outlier exposure: {oe['n']} negatives x{oe['repeat']}, weight {oe['weight']:g}" if oe else ""))
 
     for epoch in range(start_epoch, args.epochs):  # 0-based index; checkpoints count epochs completed
         seed_epoch(args.seed, epoch, rank)
-        reseed(epoch)
+        loaders.reseed(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        m = train_one_epoch(net, train_loader, criterion, optimizer, device, amp, args.channels_last,
+        m = train_one_epoch(net, loaders.train, criterion, optimizer, device, amp, args.channels_last,
                             progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
                             micro_batch=micro)
-        m.update(evaluate(net, val_loader, criterion, device, amp, args.channels_last, progress))
+        m.update(evaluate(net, loaders.val, criterion, device, amp, args.channels_last, progress))
         scheduler.step()
         m = {"epoch": epoch + 1, "lr": lr, **m}
         improved = saver.update(m)

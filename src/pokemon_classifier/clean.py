@@ -94,45 +94,44 @@ def outliers(features: np.ndarray, labels: np.ndarray, n: int = 50) -> pd.DataFr
 
 # ------------------------------------------------------------------ finding everything
 
-def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, threshold=None,
-                    top_outliers: int = 50, progress: bool = True, echo=print) -> pd.DataFrame:
-    from pokemon_classifier import dedup
-    from pokemon_classifier.features import extract_features
+def candidate(finding, name, dex, reason, score=0.0, suggested=None, prob=None, group="") -> dict:
+    """One row of candidates.csv (CANDIDATE_COLUMNS but the rank)."""
+    return {"finding": finding, "img_name": name, "pokemon_id": dex,
+            "given": pokedex.display_name(dex) if dex else "",
+            "suggested_id": suggested or "", "suggested": pokedex.display_name(suggested) if suggested else "",
+            "probability": "" if prob is None else round(float(prob), 4), "score": round(float(score), 4),
+            "reason": reason, "group": group}
+
+
+def broken_files(data_dir: Path, df: pd.DataFrame, min_size: int, progress: bool) -> tuple[list[dict], set[str]]:
+    """Step 1: (unreadable and too-small rows, the unreadable names), over every file in images/,
+    annotated or not."""
     from pokemon_classifier.images import is_image_file
 
-    data_dir = Path(data_dir)
-    df = read_annotations(data_dir)
-    rows: list[dict] = []
-
-    def row(finding, name, dex, reason, score=0.0, suggested=None, prob=None, group=""):
-        rows.append({"finding": finding, "img_name": name, "pokemon_id": dex,
-                     "given": pokedex.display_name(dex) if dex else "",
-                     "suggested_id": suggested or "", "suggested": pokedex.display_name(suggested) if suggested else "",
-                     "probability": "" if prob is None else round(float(prob), 4), "score": round(float(score), 4),
-                     "reason": reason, "group": group})
-
-    # 1. unreadable / too small (every file in images/, annotated or not)
     img_dir = data_dir / "images"
     files = sorted(p for p in img_dir.rglob("*") if is_image_file(p))
     label_of = dict(zip(df["img_name"], df["pokemon_id"]))
-    bad_names = set()
+    rows, bad_names = [], set()
     for chk in check_images(files, desc="checking", progress=progress):
         name = Path(chk.path).relative_to(img_dir).as_posix()
         if not chk.ok:
-            row("unreadable", name, label_of.get(name), chk.reason)
+            rows.append(candidate("unreadable", name, label_of.get(name), chk.reason))
             bad_names.add(name)
         elif min(chk.width, chk.height) < min_size:
-            row("too_small", name, label_of.get(name), f"{chk.width}x{chk.height} px (< {min_size})")
-    df = df[~df["img_name"].isin(bad_names)].reset_index(drop=True)
-    echo(f"{len(bad_names)} unreadable files")
+            rows.append(candidate("too_small", name, label_of.get(name), f"{chk.width}x{chk.height} px (< {min_size})"))
+    return rows, bad_names
 
-    # 2. exact and near-duplicates, cross-class groups first
+
+def duplicates(data_dir: Path, df: pd.DataFrame, threshold, progress: bool) -> tuple[list[dict], int, int]:
+    """Step 2: (exact and near-duplicate rows, cross-class groups first; groups; cross-class groups)."""
+    from pokemon_classifier import dedup
+
     thr = dedup.DEFAULT_THRESHOLD if threshold is None else threshold
     groups = dedup.find_groups(data_dir, df, threshold=thr, progress=progress)
     shas = {n: sha256_file(data_dir / "images" / n) for n in groups.loc[groups["group_size"] > 1, "img_name"]}
     dup = groups[groups["group_size"] > 1].copy()
     dup["sha"] = dup["img_name"].map(shas)
-    n_cross = 0
+    rows, n_cross = [], 0
     for cross in (True, False):
         for gid, g in dup.groupby("group"):
             is_cross = g["pokemon_id"].nunique() > 1
@@ -143,28 +142,50 @@ def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, 
             members = ", ".join(g["img_name"])
             for r in g.itertuples():
                 kind = "cross_class_duplicate" if cross else ("exact_duplicate" if exact[r.Index] else "near_duplicate")
-                row(kind, r.img_name, r.pokemon_id, ("identical bytes" if exact[r.Index] else "near-identical")
-                    + f" to {members}", group=f"g{gid}")
-    echo(f"{dup['group'].nunique()} duplicate groups ({n_cross} across classes)")
+                rows.append(candidate(kind, r.img_name, r.pokemon_id, ("identical bytes" if exact[r.Index] else
+                                                                        "near-identical") + f" to {members}",
+                                      group=f"g{gid}"))
+    return rows, dup["group"].nunique(), n_cross
 
-    # 3. label issues and 4. outliers from cached features
+
+def feature_findings(data_dir: Path, df: pd.DataFrame, weights, folds: int, top_outliers: int,
+                     progress: bool) -> tuple[list[dict], list[dict]]:
+    """Steps 3 and 4, from cached features: (label-issue rows, outlier rows)."""
+    from pokemon_classifier.features import extract_features
+
     feats = extract_features(data_dir, df, weights=weights, progress=progress)
     labels = df["pokemon_id"].to_numpy()
     probs = out_of_fold_probs(feats, labels, folds)
     classes = np.unique(labels)
-    issues = label_issues(probs, labels, classes)
-    for r in issues.itertuples():
-        name, dex = df["img_name"][r.row], int(labels[r.row])
-        row("label_issue", name, dex, f"p(given)={r.p_given:.2f} < class average; {pokedex.display_name(int(r.suggested))} "
-            f"more likely", score=r.margin, suggested=int(r.suggested), prob=r.p_suggested)
-    echo(f"{len(issues)} label-issue candidates (confident learning, {folds}-fold)")
-    out = outliers(feats, labels, top_outliers)
-    for r in out.itertuples():
+    issues = [candidate("label_issue", df["img_name"][r.row], int(labels[r.row]),
+                        f"p(given)={r.p_given:.2f} < class average; {pokedex.display_name(int(r.suggested))} more likely",
+                        score=r.margin, suggested=int(r.suggested), prob=r.p_suggested)
+              for r in label_issues(probs, labels, classes).itertuples()]
+    far = []
+    for r in outliers(feats, labels, top_outliers).itertuples():
         i = int(r.row)
         best = classes[int(probs[i].argmax())]
-        row("outlier", df["img_name"][i], int(labels[i]), f"far from every class (cosine distance {r.distance:.2f})",
-            score=r.distance, suggested=int(best), prob=probs[i].max())
-    cand = pd.DataFrame(rows)
+        far.append(candidate("outlier", df["img_name"][i], int(labels[i]), f"far from every class (cosine distance "
+                             f"{r.distance:.2f})", score=r.distance, suggested=int(best), prob=probs[i].max()))
+    return issues, far
+
+
+def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, threshold=None,
+                    top_outliers: int = 50, progress: bool = True, echo=print) -> pd.DataFrame:
+    """Every finding, ranked within its kind; `echo` says how far it got (each step takes a while)."""
+    data_dir = Path(data_dir)
+    df = read_annotations(data_dir)
+    # 1. unreadable / too small
+    rows, bad_names = broken_files(data_dir, df, min_size, progress)
+    df = df[~df["img_name"].isin(bad_names)].reset_index(drop=True)
+    echo(f"{len(bad_names)} unreadable files")
+    # 2. exact and near-duplicates
+    dups, n_groups, n_cross = duplicates(data_dir, df, threshold, progress)
+    echo(f"{n_groups} duplicate groups ({n_cross} across classes)")
+    # 3. label issues and 4. outliers
+    issues, far = feature_findings(data_dir, df, weights, folds, top_outliers, progress)
+    echo(f"{len(issues)} label-issue candidates (confident learning, {folds}-fold)")
+    cand = pd.DataFrame(rows + dups + issues + far)
     cand["rank"] = cand.groupby("finding").cumcount() + 1
     order = {"unreadable": 0, "too_small": 1, "cross_class_duplicate": 2, "label_issue": 3, "exact_duplicate": 4,
              "near_duplicate": 5, "outlier": 6}

@@ -1,6 +1,7 @@
 """clean: planted wrong labels, duplicates and broken files are found; apply/undo round trip is byte-identical."""
 
 import hashlib
+import os
 import shutil
 
 import pandas as pd
@@ -92,7 +93,7 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
     shutil.copytree(planted, data)
     dec = tmp_path / "decisions.csv"
     dec.write_text("img_name,action,new_label\nsquirtle050.jpg,relabel,bulbasaur\nabra060.jpg,remove,\n")
-    real = clean.os.replace
+    real = os.replace
     calls = {"n": 0}
 
     def crashing_replace(a, b):
@@ -101,10 +102,10 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return real(a, b)
 
-    monkeypatch.setattr(clean.os, "replace", crashing_replace)
+    monkeypatch.setattr(os, "replace", crashing_replace)  # what clean_apply moves files with
     with pytest.raises(KeyboardInterrupt):
         clean.apply(data, dec, echo=lambda *a: None)
-    monkeypatch.setattr(clean.os, "replace", real)
+    monkeypatch.setattr(os, "replace", real)
     code, out, err = run_cli("clean", data, "--apply", tmp_path / "none.csv")  # any later call recovers first
     assert "finished an interrupted apply" in out and code == 2 and "not found" in err
     ann = pd.read_csv(data / "annotations.csv")

@@ -1,6 +1,8 @@
 import csv
 import io
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -123,6 +125,26 @@ def test_auto_backend_exports_once_into_the_cache_and_matches_torch(ckpt, tmp_pa
     tiny_checkpoint(tmp_path / "fresh.pt", extra_note="other bytes")
     assert Classifier.load(tmp_path / "fresh.pt", backend="auto").backend == "torch"
     assert "serving with torch: ONNX export of" in capsys.readouterr().out
+
+
+def test_a_corrupted_cached_export_is_made_again_not_fatal_at_every_start(ckpt, tmp_path):
+    """A truncated or overwritten cache file (a full disk, a crash) used to make every serve exit 2."""
+    pytest.importorskip("onnxruntime")
+    img = draw_shape("ring", (240, 120, 180))
+    ref = Classifier.load(ckpt, backend="auto").predict(img)
+    (onnx,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    stale = onnx.parent / f".{onnx.name}.k3j_x9ab.tmp"  # an export killed mid-write, an hour or more ago
+    stale.write_bytes(b"half a graph")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    fresh = onnx.parent / f".{onnx.name}.a1b2c3d4.tmp"  # another serve exporting right now: left alone
+    fresh.write_bytes(b"half a graph")
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:-64] + bytes(64)):
+        onnx.write_bytes(damage(onnx.read_bytes()))
+        again = Classifier.load(ckpt, backend="auto")
+        assert again.backend == "onnx"
+        got = again.predict(img)
+        assert got["dex_id"] == ref["dex_id"] and abs(got["probability"] - ref["probability"]) < 1e-6
+    assert not stale.exists() and fresh.exists()
 
 
 def test_predict_lang_localizes_names_genus_and_types(ckpt, tmp_path):

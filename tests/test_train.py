@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import assert_one_line_error, run_cli, wait_for_line
+from helpers import assert_one_line_error, run_cli, stale_temp_files, wait_for_line
 
 FAST = ["--arch", "mobilenet_v3_small", "--img-size", "32", "--batch-size", "16", "--no-progress",
         "--threads", "1"]
@@ -69,6 +69,17 @@ def test_best_is_a_true_copy_not_the_last_epoch(synth_data, tmp_path, monkeypatc
     assert torch.load(tmp_path / "a/best.pt", weights_only=True)["epoch"] == 2
     assert _same(best_a, last_b)  # epoch-2 weights, bit for bit (CPU runs are repeatable)
     assert not _same(best_a, last_a)
+
+
+def test_a_run_sweeps_only_its_own_stale_temp_files(synth_data, tmp_path):
+    """A killed run's ".last.pt.XXXXXXXX.tmp" goes; a user's `.notes.tmp` and look-alikes stay (the
+    run used to delete every `.*.tmp` in --out)."""
+    out = tmp_path / "run"
+    swept = stale_temp_files([out / ".last.pt.k3j_x9ab.tmp", out / ".metrics.csv.a1b2c3d4.tmp"],
+                             [out / ".notes.tmp", out / ".last.pt.tmp", out / ".mine.csv.a1b2c3d4.tmp"])
+    code, _, err = run_cli("train", "--data", synth_data, "--out", out, "--epochs", "1", "--max-batches", "1", *FAST)
+    assert code == 0, err
+    assert swept()
 
 
 def _train_cmd(data, out, epochs, extra=()):
@@ -169,7 +180,12 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
 def test_config_file_sets_options_and_flags_win(tmp_path):
     from pathlib import Path
 
-    from pokemon_classifier.train import parse_args
+    from pokemon_classifier.cli import build_parser, with_config
+
+    def parse_args(argv):  # what `pokemon-classifier train ARGV` reads (cli.main, the path users run)
+        argv = ["train", *argv]
+        parser = build_parser("train")
+        return with_config(parser, parser.parse_args(argv), argv)
 
     repo = Path(__file__).resolve().parents[1]
     args = parse_args(["--config", str(repo / "configs" / "shipped.yaml"), "--augment", "retro"])

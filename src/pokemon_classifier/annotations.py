@@ -1,4 +1,6 @@
-"""`annotations.csv` (img_name,pokemon_id) for a data folder, and importing class-per-folder trees.
+"""`annotations.csv` (img_name,pokemon_id) for a data folder, and importing class-per-folder trees;
+with the helpers every dataset command shares: reading and checking annotations.csv, safe image
+paths inside the folder, parallel image checks and a process pool whose workers die with it.
 
     pokemon-classifier annotate data/                         # scan data/images, write annotations.csv
     pokemon-classifier annotate --from-folders PokemonData/ --out data/   # Kaggle layout -> ours
@@ -7,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import time
@@ -20,17 +21,15 @@ from tqdm import tqdm
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_write_csv
+from pokemon_classifier.fileio import atomic_write_csv, remove_stale_temps, temp_beside
 from pokemon_classifier.images import is_image_file, load_image
+from pokemon_classifier.runtime import default_workers
 
 ANNOTATIONS = "annotations.csv"
 IMAGES = "images"
 MANIFEST = "manifest.csv"  # written by `download` (scrape.py): where each picture came from, and its `kind`
 COLUMNS = ["img_name", "pokemon_id"]
 FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
-
-
-from pokemon_classifier.runtime import default_workers  # noqa: E402,F401  (re-exported: its old home)
 
 
 @dataclass
@@ -106,22 +105,13 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),))
 
 
-# fileio.atomic_open names its temp files ".<target>.<mkstemp's 8 random chars>.tmp"
-def remove_stale_temps(folder, targets, older_than: float) -> list[Path]:
-    """Delete temp files that fileio.atomic_open left behind for `targets` in `folder` when a run was
-    killed, only those older than `older_than` (this run's start), never anything else."""
-    removed = []
-    folder = Path(folder)
-    for target in targets:
-        pattern = re.compile(r"\." + re.escape(target) + r"\.[A-Za-z0-9_]{8}\.tmp")
-        for p in folder.glob(f".{target}.*.tmp"):
-            try:
-                if pattern.fullmatch(p.name) and p.is_file() and p.stat().st_mtime < older_than:
-                    p.unlink()
-                    removed.append(p)
-            except FileNotFoundError:
-                pass
-    return removed
+def is_image_name(name: str) -> bool:
+    """Whether `name` is one of the dataset's image names (<name><NNN>.<ext>)."""
+    try:
+        pokedex.parse_filename(name)
+    except UserError:
+        return False
+    return True
 
 
 def shown(name) -> str:
@@ -288,15 +278,8 @@ def import_from_folders(src, out, workers: int | None = None, echo=print, strict
     folders = [d for d in folders if d in mapping]
     img_dir = out / IMAGES
     img_dir.mkdir(parents=True, exist_ok=True)
-    # a killed import leaves .<name><NNN>.<ext>.tmp copies; they are ours and safe to drop
-    started = time.time()
-    for p in img_dir.glob(".*.tmp"):
-        try:
-            pokedex.parse_filename(p.name[1:-4])
-        except UserError:
-            continue
-        if p.stat().st_mtime < started:
-            p.unlink(missing_ok=True)
+    # a killed import leaves temp copies of <name><NNN>.<ext>; they are ours and safe to drop
+    remove_stale_temps(img_dir, is_image_name, time.time())
     copied = skipped = 0
     for d in tqdm(folders, desc="importing", unit="class"):
         dex = mapping[d]
@@ -310,7 +293,8 @@ def import_from_folders(src, out, workers: int | None = None, echo=print, strict
             last += 1
             ext = FORMAT_EXT.get(chk.format, Path(chk.path).suffix.lower() or ".jpg")
             dst = img_dir / f"{pokedex.name(dex)}{last:03d}{ext}"
-            tmp = dst.with_name(f".{dst.name}.tmp")
+            fd, tmp = temp_beside(dst)
+            os.close(fd)
             shutil.copyfile(chk.path, tmp)
             os.replace(tmp, dst)
             copied += 1

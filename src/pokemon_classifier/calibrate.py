@@ -9,7 +9,7 @@
 Everything is stored in the checkpoint and used by predict/serve/export. The top-probability
 threshold keeps --keep of the correct validation predictions above it. With --negatives (a folder
 of pictures that are not Gen-1 Pokemon, optionally with a manifest.csv `kind` column) the
-feature-space open-set score of openset.py is fitted on the training split, the tuning half of the
+feature-space open-set score of openset/ is fitted on the training split, the tuning half of the
 negatives and generated degenerate pictures, with a threshold set on the validation images so that
 at least --accept of new Gen-1 pictures pass with --confidence (openset.threshold_for);
 `evaluate --negatives` reports on the other half.
@@ -150,10 +150,11 @@ def main(args) -> int:
         from pokemon_classifier import openset
 
         train = select(args.data, args.splits, "train")
-        ck["openset"] = openset.fit_from_files(
+        ck["openset"], notes = openset.fit_from_files(
             model, meta, [safe_image_path(args.data, n) for n in train["img_name"]], [p for i, p in enumerate(paths) if ok[i]],
-            args.negatives, t, args.accept, progress, echo=lambda m: print(m, file=sys.stderr),
-            confidence=args.confidence or None, flip=args.flip)
+            args.negatives, t, args.accept, progress, confidence=args.confidence or None, flip=args.flip)
+        for line in notes:
+            print(line, file=sys.stderr)
         ck["unknown_threshold"] = 0.0  # the open-set score decides; the top-probability floor is off
     out = args.out or Path(args.weights)
     atomic_torch_save(ck, out)

@@ -84,6 +84,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def with_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """`args` again with a --config file's keys as the command's defaults, read before the real
+    parse (timm's way): any flag given wins. The one place a config file is read."""
+    mod = command_module(args.command)
+    if getattr(args, "config", None) and hasattr(mod, "config_defaults"):
+        parser.command_parser.set_defaults(**mod.config_defaults(args.config, parser.command_parser))
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = next((a for a in argv if a in COMMANDS), None)
@@ -93,12 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        mod = command_module(args.command)
-        if getattr(args, "config", None) and hasattr(mod, "config_defaults"):
-            # a config file's keys become defaults before the real parse (timm's way): any flag given wins
-            parser.command_parser.set_defaults(**mod.config_defaults(args.config, parser.command_parser))
-            args = parser.parse_args(argv)
-        return int(mod.main(args) or 0)
+        args = with_config(parser, args, argv)
+        return int(command_module(args.command).main(args) or 0)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
     ds = ImageDataset("data/", transform=eval_transform(pre))           # reads files every time
     x8 = build_cache("data/", df, pre)                                  # (N,3,R,R) uint8, on disk
     ds = TensorDataset8(x8, labels, train_transform(pre))               # augments uint8 tensors
+    for rows, x in readable_batches(paths, pre, errors): ...            # inference batches, unreadable rows skipped
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pokemon_classifier.annotations import read_annotations, safe_image_path, wo
 from pokemon_classifier.errors import ImageError, UserError
 from pokemon_classifier.fileio import atomic_save_npy
 from pokemon_classifier.images import load_image
-from pokemon_classifier.presets import interp, resize_size
-from pokemon_classifier.runtime import cache_dir, default_workers  # noqa: F401  (cache_dir: dedup, features)
+from pokemon_classifier.presets import eval_transform, interp, resize_size
+from pokemon_classifier.runtime import cache_dir, default_workers
 
 
 def resolve_paths(data_dir, df: pd.DataFrame) -> list[Path]:
@@ -144,3 +145,52 @@ def build_cache(data_dir, df: pd.DataFrame, pre: dict, workers: int | None = Non
                         + "; ".join(errors[:5]))
     atomic_save_npy(path, arr)
     return arr
+
+
+# ---------------------------------------------------------------- inference inputs (predict, calibrate, openset)
+
+def to_tensor(item, transform) -> torch.Tensor:
+    """Path, bytes, PIL image or HxWx3 uint8 array -> transform(RGB image); ImageError when unusable."""
+    if isinstance(item, np.ndarray):
+        from PIL import Image
+
+        if item.ndim == 2:
+            item = np.stack([item] * 3, -1)
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
+        item = Image.fromarray(item.astype(np.uint8))
+    return transform(load_image(item))
+
+
+def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int = 64, workers: int | None = None,
+                     progress: bool = False, desc: str = "predicting"):
+    """(row indices, preprocessed batch) of the readable items, decoded by DataLoader workers (one
+    for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead."""
+    from torch.utils.data import DataLoader
+
+    items = list(items)
+    ds = _ItemDataset(items, eval_transform(preprocessing), int(preprocessing["size"]))
+    paths = bool(items) and isinstance(items[0], (str, Path))
+    workers = (1 if paths and len(ds) > batch_size else 0) if workers is None else workers
+    for x, idx, err in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers), desc=desc, unit="batch",
+                            disable=not progress, leave=False):
+        ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
+        errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
+        if ok.any():
+            yield idx[ok].numpy(), x[ok]
+
+
+class _ItemDataset(Dataset):
+    """(tensor, index, error): an unreadable image yields zeros and its message instead of an exception."""
+
+    def __init__(self, paths, transform, size: int):
+        self.paths, self.transform, self.size = paths, transform, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return to_tensor(self.paths[i], self.transform), i, ""
+        except ImageError as e:
+            return torch.zeros(3, self.size, self.size), i, str(e)

@@ -7,13 +7,13 @@
 Writes dedup.csv (img_name, group, pokemon_id, group_size, hash_group, embed_group) and lists groups
 that span classes. Hashes and features are cached (~/.cache/pokemon-classifier or $POKEMON_CLASSIFIER_CACHE).
 
-Two passes, merged into one graph whose connected components (union-find) are the groups:
+Two passes, merged into one graph whose connected components (scipy.sparse.csgraph) are the groups:
 - hash: 64-bit pHash of the whole image and of its content box. Two images are near-duplicates when
   any of whole~whole, box~box, whole~box or box~whole is within `threshold` bits: comparing crosswise
   catches a render that one source padded and another cropped tight.
 - embedding: cosine similarity of ImageNet efficientnet_lite0 features (the ones `clean` caches,
   features.extract_features) >= `embed_threshold`: catches recoloured or rescaled copies whose hashes
-  drift apart. The default threshold was chosen by eye on the shared data (README, "Near-duplicates").
+  drift apart. The default threshold was chosen by eye on the shared data (docs/data.md, "Near-duplicates").
 `hash_group` and `embed_group` keep each pass's own components so a leak can be reported per measure.
 """
 
@@ -32,10 +32,10 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import read_annotations, remove_stale_temps, worker_pool
+from pokemon_classifier.annotations import read_annotations, worker_pool
 from pokemon_classifier.data import resolve_paths
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, sha256_file
+from pokemon_classifier.fileio import atomic_write_csv, atomic_write_text, remove_stale_temps, sha256_file
 from pokemon_classifier.images import load_image
 from pokemon_classifier.runtime import cache_dir, default_workers
 
@@ -230,23 +230,26 @@ def describe(threshold: int | None, embed_threshold: float | None, hash_only: bo
     return f"pHash <= {t} incl. crosswise" + (f", cosine >= {embed_threshold}" if embed_threshold else "")
 
 
-def run(data_dir, out_dir=None, threshold: int | None = None, workers=None, echo=print,
-        embed_threshold: float | None = DEFAULT_EMBED_THRESHOLD, hash_only: bool = False) -> pd.DataFrame:
+def run(data_dir, out_dir=None, threshold: int | None = None, workers=None,
+        embed_threshold: float | None = DEFAULT_EMBED_THRESHOLD, hash_only: bool = False) -> tuple[pd.DataFrame, Path]:
+    """The dedup command's work: (the groups, the dedup.csv it wrote)."""
     out = Path(out_dir or data_dir) / "dedup.csv"
     remove_stale_temps(out.parent, [out.name], time.time())  # temp files of a killed earlier run
     groups = find_groups(data_dir, threshold=threshold, workers=workers, embed_threshold=embed_threshold,
                          hash_only=hash_only)
-    s = summarize(groups)
     atomic_write_csv(out, groups.sort_values(["group", "img_name"]))
-    echo(f"{s['images']} images: {s['groups']} near-duplicate groups "
-         f"({describe(threshold, embed_threshold, hash_only)}) holding "
-         f"{s['images_in_groups']} images ({s['redundant_copies']} redundant copies)")
-    echo(f"{s['cross_class_groups']} groups span more than one class (likely label errors):")
+    return groups, out
+
+
+def describe_groups(groups: pd.DataFrame, how: str) -> list[str]:
+    """What dedup says about its groups (`how`: describe()'s words for the measure)."""
+    s = summarize(groups)
+    lines = [f"{s['images']} images: {s['groups']} near-duplicate groups ({how}) holding "
+             f"{s['images_in_groups']} images ({s['redundant_copies']} redundant copies)",
+             f"{s['cross_class_groups']} groups span more than one class (likely label errors):"]
     name_of = dict(zip(groups["img_name"], groups["pokemon_id"]))
-    for members in s["cross_class"]:
-        echo("  " + ", ".join(f"{m} ({pokedex.display_name(name_of[m])})" for m in members))
-    echo(f"wrote {out}")
-    return groups
+    lines += ["  " + ", ".join(f"{m} ({pokedex.display_name(name_of[m])})" for m in members) for members in s["cross_class"]]
+    return lines
 
 
 def check_threshold(t: int) -> None:
@@ -290,6 +293,9 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     check_grouping_arguments(args)
-    run(args.data, args.out, threshold=args.threshold, workers=args.workers,
-        embed_threshold=args.embed_threshold, hash_only=args.hash_only)
+    groups, out = run(args.data, args.out, threshold=args.threshold, workers=args.workers,
+                      embed_threshold=args.embed_threshold, hash_only=args.hash_only)
+    for line in describe_groups(groups, describe(args.threshold, args.embed_threshold, args.hash_only)):
+        print(line)
+    print(f"wrote {out}")
     return 0

@@ -159,14 +159,6 @@ def accuracy_by(groups: pd.Series, ok_df: pd.DataFrame, p: np.ndarray, y: np.nda
 
 # ---------------------------------------------------------------- leak measurement
 
-def leak_split(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str = "test") -> pd.Series:
-    """For images of `split`: True when a near-duplicate (same dedup group) sits in train."""
-    from pokemon_classifier import dedup
-    from pokemon_classifier.splits import duplicate_in_train
-
-    return leak_measures(data_dir, df_all, splits, split)["any"]
-
-
 def leak_measures(data_dir, df_all: pd.DataFrame, splits: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """For images of `split`: leaked under the merged groups ('any'), the hash and the embedding measure."""
     from pokemon_classifier import dedup
@@ -245,6 +237,27 @@ def main(args) -> int:
             print("  near-duplicate measures: " + ", ".join(f"{m} {k}" for m, k in rep["by_measure"].items())
                   + " (merged groups: pHash incl. crosswise + embedding cosine; see `dedup`)")
         return 0
+    report, raw_scores = measure(clf, weights, args, progress)
+    if args.out:
+        from pokemon_classifier.report import write_report
+
+        write_report(args.out, report)
+        if raw_scores is not None:
+            from pokemon_classifier.openset import plot_scores
+
+            plot_scores(raw_scores["in"], raw_scores["out"], raw_scores["kinds"], clf.open_set_threshold,
+                        args.out / "open_set_scores.png")
+    if args.json:
+        print(json.dumps(report.result))
+        return 0
+    print_summary(report, args.out)
+    return 0
+
+
+def measure(clf, weights, args, progress: bool):
+    """(report.Report, the raw open-set scores or None) of `evaluate` on the selected rows."""
+    from pokemon_classifier.report import Report
+
     df = select(args.data, args.splits, args.split)
     ev = evaluate_frame(clf, args.data, df, args.batch_size, progress)
     s, p, y, ok_df, errors = ev.summary, ev.probs, ev.y, ev.rows, ev.errors
@@ -262,19 +275,14 @@ def main(args) -> int:
     raw_scores = None
     if args.negatives:
         result["open_set"], raw_scores = open_set_section(clf, ev, args.negatives, args.batch_size, progress)
-    if args.out:
-        from pokemon_classifier.report import write_report
+    return Report(result, per, cm, p, y, ok_df, args.data, class_ids, weakest), raw_scores
 
-        write_report(args.out, result, per, cm, p, y, ok_df, args.data, class_ids, weakest)
-        if raw_scores is not None:
-            from pokemon_classifier.openset import plot_scores
 
-            plot_scores(raw_scores["in"], raw_scores["out"], raw_scores["kinds"], clf.open_set_threshold,
-                        args.out / "open_set_scores.png")
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{weights} on {args.data} ({result['split']}): {s['n']} images, {s['unreadable']} unreadable")
+def print_summary(report, out: Path | None) -> None:
+    """The command's text output (--json prints report.result instead)."""
+    result, weakest = report.result, report.weakest
+    s, confused, errors, weights = result, result["top_confusions"], result["unreadable_files"], result["weights"]
+    print(f"{weights} on {result['data']} ({result['split']}): {s['n']} images, {s['unreadable']} unreadable")
     print(f"  top-1 {s['top1']:.4f}  top-5 {s['top5']:.4f}  macro-F1 {s['macro_f1']:.4f}  "
           f"NLL {s['nll']:.4f}  ECE {s['ece']:.4f}")
     print("weakest classes:")
@@ -297,6 +305,5 @@ def main(args) -> int:
             print(f"  {k:<28} rejected {v['rate']:.1%} ({v['n']} images)")
     for e in errors[:20]:
         print(f"  unreadable: {e}")
-    if args.out:
-        print(f"wrote {args.out}/report.md")
-    return 0
+    if out:
+        print(f"wrote {out}/report.md")

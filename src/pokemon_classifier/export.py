@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pokemon_classifier.errors import UserError
+from pokemon_classifier.fileio import atomic_write_text, remove_stale_temps, temp_beside
 from pokemon_classifier.models import load_checkpoint, resolve_weights
 
 META_KEY = "pokemon_classifier"
@@ -25,14 +27,15 @@ def export_onnx(weights, out, opset: int = 17, check: bool = True) -> float:
     """Write `out` atomically; returns max |Δprob| between torch and ONNX Runtime on sample inputs."""
     import onnx
 
-    from pokemon_classifier.openset import OpenSetHead, Scored
+    from pokemon_classifier.openset.scoring import OpenSetHead, Scored
 
     model, meta = load_checkpoint(weights)
     size = meta["preprocessing"]["size"]
     x = torch.randn(2, 3, size, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fd, tmp = temp_beside(out)
+    os.close(fd)
     # with an open-set state the graph has a second output, the score, computed in the graph
     net = Scored(model, OpenSetHead(meta["openset"])).eval() if meta.get("openset") else model
     names = ["logits", "open_set_score"] if meta.get("openset") else ["logits"]
@@ -103,14 +106,16 @@ def load_onnx(path, threads: int | None = None):
 
 
 def graph_code() -> str:
-    """A fingerprint of the code that builds the exported graph (models, open-set head, export): a
-    release that changes how the graph is built re-exports even an unchanged best.pt."""
+    """A fingerprint of the code that builds the exported graph (models, the open-set scoring modules,
+    export): a release that changes how the graph is built re-exports even an unchanged best.pt, and
+    one that changes only fitting, statistics or plots does not."""
     import hashlib
 
-    from pokemon_classifier import models, openset
+    from pokemon_classifier import models
+    from pokemon_classifier.openset import scoring
 
     h = hashlib.sha256()
-    for source in (models.__file__, openset.__file__, __file__):
+    for source in (models.__file__, scoring.__file__, __file__):
         h.update(Path(source).read_bytes())
     return h.hexdigest()[:10]
 
@@ -126,9 +131,28 @@ def cached_onnx(weights) -> Path:
 
     key = f"{sha256_file(weights)[:20]}-{graph_code()}-torch{torch.__version__.split('+')[0]}"
     out = cache_dir() / "onnx" / f"{key}.onnx"
-    if not out.is_file():
+    if out.parent.is_dir():  # exports killed mid-write; an hour old, so never one another serve is writing now
+        remove_stale_temps(out.parent, lambda name: name.endswith(".onnx"), time.time() - 3600)
+    if not _intact(out):
         export_onnx(weights, out)
+        atomic_write_text(_digest_path(out), sha256_file(out))
     return out
+
+
+def _digest_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".sha256")
+
+
+def _intact(onnx_path: Path) -> bool:
+    """Whether a cached export is the file its export wrote: a truncated or corrupted one (a full disk,
+    a crash of an older release that wrote no digest) would otherwise fail to load at every start."""
+    from pokemon_classifier.fileio import sha256_file
+
+    digest = _digest_path(onnx_path)
+    try:
+        return onnx_path.is_file() and digest.read_text(encoding="utf-8").strip() == sha256_file(onnx_path)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def add_arguments(p) -> None:

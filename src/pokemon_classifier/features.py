@@ -1,4 +1,5 @@
-"""Penultimate-layer features of a backbone, cached on disk by file content (used by `clean`).
+"""Penultimate-layer features of a backbone, cached on disk under the backbone and the data's
+fingerprint (data.fingerprint: names, labels, sizes, mtimes); used by `clean` and dedup's embedding pass.
 
     feats = extract_features(data_dir, df)                  # ImageNet efficientnet_lite0, offline weights
     feats = extract_features(data_dir, df, weights="best.pt")  # or a trained checkpoint's backbone

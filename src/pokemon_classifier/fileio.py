@@ -10,19 +10,51 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterable, Iterator
+
+
+# The one temp-file name of the package: ".<target>.<mkstemp's 8 random chars>.tmp", beside the
+# target. A sweep after a killed run removes only names of this shape for its own targets, so a
+# user's `.notes.tmp` in the same folder is never touched.
+_TEMP = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def temp_beside(path) -> tuple[int, Path]:
+    """(open descriptor, path) of a new, empty temp file for `path`, named by the package's convention."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the file it becomes gets normal permissions
+    return fd, Path(tmp)
+
+
+def remove_stale_temps(folder, targets: Iterable[str] | Callable[[str], bool], older_than: float) -> list[Path]:
+    """Delete the temp files (see temp_beside) that a killed run left for `targets` in `folder` (target
+    names, or a test on a target name), only those older than `older_than` (this run's start), never
+    anything else."""
+    wanted = targets if callable(targets) else set(targets).__contains__
+    removed = []
+    folder = Path(folder)
+    for p in folder.glob(".*.tmp"):
+        m = _TEMP.fullmatch(p.name)
+        try:
+            if m and wanted(m["target"]) and p.is_file() and p.stat().st_mtime < older_than:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f

@@ -1,6 +1,7 @@
 """Architectures, ImageNet initialisation and checkpoint loading.
 
-    model, pre = build_model("efficientnet_lite0", pretrained=True)   # offline ImageNet weights
+    model = build_model("efficientnet_lite0", pretrained=True)        # offline ImageNet weights, 151-way head
+    pre = preprocessing("efficientnet_lite0")                         # its size, mean, std, interpolation
     model, meta = load_checkpoint("best.pt")                          # ours or the original format
 
 Each arch carries its preprocessing (size, mean, std, interpolation, crop_pct); it travels in the

@@ -10,7 +10,7 @@ Python:
     clf.predict("pikachu.jpg")  # {'dex_id': 25, 'name': 'Pikachu', 'probability': 0.98, 'unknown': False, 'topk': [...]}
 
 Open set: a picture whose open-set score (feature-space, stored in the checkpoint by
-`pokemon-classifier calibrate --negatives DIR`, see openset.py) is under its threshold is reported as
+`pokemon-classifier calibrate --negatives DIR`, see openset/) is under its threshold is reported as
 `unknown`, with its guesses. Checkpoints without that score fall back to a top-probability threshold
 (`unknown_threshold`); --threshold sets a top-probability floor either way (0 disables it) and
 --no-open-set turns the score off.
@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.images import load_image
 from pokemon_classifier.presets import eval_transform
 from pokemon_classifier.runtime import DEVICE_HELP
 
@@ -96,7 +94,7 @@ class Classifier:
     def from_model(cls, model, meta: dict, device="cpu", threshold: float | None = None) -> "Classifier":
         """Wrap a loaded torch model (in eval mode, already on `device`) and its checkpoint metadata;
         with an open-set state in `meta` the score comes from the same forward pass."""
-        from pokemon_classifier.openset import OpenSetHead, Scored
+        from pokemon_classifier.openset.scoring import OpenSetHead, Scored
 
         net = model.to(memory_format=torch.channels_last)
         if meta.get("openset"):
@@ -119,6 +117,8 @@ class Classifier:
     # ------------------------------------------------------------------ inputs
     def preprocess(self, item) -> torch.Tensor:
         """Path, bytes, PIL image or HxWx3 uint8 array -> normalised (3,H,W) tensor."""
+        from pokemon_classifier.data import to_tensor
+
         return to_tensor(item, self.transform)
 
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -126,8 +126,6 @@ class Classifier:
         logits, scores = self._run(batch)
         return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy(), scores
 
-    def probs(self, batch: torch.Tensor) -> np.ndarray:
-        return self.forward(batch)[0]
 
     def is_unknown(self, p: np.ndarray, score: float | None = None) -> bool:
         low = float(np.max(p)) < self.threshold
@@ -168,6 +166,8 @@ class Classifier:
     def outputs_paths(self, paths, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                       desc: str = "predicting") -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
         """probs_paths plus the open-set scores (N,) (NaN where unreadable; None without a score)."""
+        from pokemon_classifier.data import readable_batches
+
         n = len(paths)
         out = np.full((n, len(self.class_ids)), np.nan, dtype=np.float32)
         scores = np.full(n, np.nan, dtype=np.float64) if self.open_set else None
@@ -223,53 +223,6 @@ def video_result(clf: Classifier, times, frames, probs: np.ndarray, fps: float, 
     story = tell(times, frames, 1.0 / fps, min_duration, max_gap)
     overall = clf.result(probs.mean(0), topk)
     return {"frames": len(times), "fps": fps, **story, "overall": overall}
-
-
-def to_tensor(item, transform) -> torch.Tensor:
-    """Path, bytes, PIL image or HxWx3 uint8 array -> transform(RGB image); ImageError when unusable."""
-    if isinstance(item, np.ndarray):
-        from PIL import Image
-
-        if item.ndim == 2:
-            item = np.stack([item] * 3, -1)
-        if item.ndim != 3 or item.shape[2] not in (3, 4):
-            raise ImageError(f"<array>: expected HxWx3 RGB array, got shape {item.shape}")
-        item = Image.fromarray(item.astype(np.uint8))
-    return transform(load_image(item))
-
-
-def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int = 64, workers: int | None = None,
-                     progress: bool = False, desc: str = "predicting"):
-    """(row indices, preprocessed batch) of the readable items, decoded by DataLoader workers (one
-    for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead."""
-    from torch.utils.data import DataLoader
-
-    items = list(items)
-    ds = _ItemDataset(items, eval_transform(preprocessing), int(preprocessing["size"]))
-    paths = bool(items) and isinstance(items[0], (str, Path))
-    workers = (1 if paths and len(ds) > batch_size else 0) if workers is None else workers
-    for x, idx, err in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers), desc=desc, unit="batch",
-                            disable=not progress, leave=False):
-        ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
-        errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
-        if ok.any():
-            yield idx[ok].numpy(), x[ok]
-
-
-class _ItemDataset(torch.utils.data.Dataset):
-    """(tensor, index, error): an unreadable image yields zeros and its message instead of an exception."""
-
-    def __init__(self, paths, transform, size: int):
-        self.paths, self.transform, self.size = paths, transform, size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            return to_tensor(self.paths[i], self.transform), i, ""
-        except ImageError as e:
-            return torch.zeros(3, self.size, self.size), i, str(e)
 
 
 def iter_video_frames(path, fps: float = 2.0):
@@ -345,8 +298,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    if args.topk < 1:
-        raise UserError("--topk must be at least 1")
     if args.lang is not None and pokedex.normalize_language(args.lang) is None:
         raise UserError(f"--lang {args.lang}: not a supported language ({', '.join(pokedex.LANGUAGES)})")
     paths = expand_inputs(args.paths)

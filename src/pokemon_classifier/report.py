@@ -8,9 +8,11 @@ Plots are matplotlib PNGs drawn without pyplot (fileio.subplots), so a notebook'
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pokemon_classifier import metrics as M
 from pokemon_classifier import pokedex
@@ -77,7 +79,24 @@ def plot_top_losses(paths, probs, y, class_ids, path, n=24) -> None:
     atomic_savefig(fig, path, dpi=90)
 
 
-def write_report(out: Path, result, per, cm, p, y, ok_df, data_dir, class_ids, weakest) -> None:
+@dataclass
+class Report:
+    """What `evaluate --out` writes: the figures of one evaluation and what they were measured on."""
+
+    result: dict  # metrics.json: the summary, weights, data, split, top confusions, by, open_set
+    per: pd.DataFrame  # per_class.csv
+    cm: np.ndarray  # confusion matrix (true, predicted)
+    p: np.ndarray  # probabilities of the readable rows
+    y: np.ndarray  # their labels (class indices)
+    ok_df: pd.DataFrame  # the readable rows (img_name)
+    data_dir: Path
+    class_ids: list[int]
+    weakest: pd.DataFrame  # the rows of `per` the report lists first
+
+
+def write_report(out: Path, report: Report) -> None:
+    result, per, cm, p, y, ok_df = report.result, report.per, report.cm, report.p, report.y, report.ok_df
+    data_dir, class_ids, weakest = report.data_dir, report.class_ids, report.weakest
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     atomic_write_csv(out / "per_class.csv", per)

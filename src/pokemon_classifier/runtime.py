@@ -1,8 +1,8 @@
 """Where the work runs: device choice, distributed set-up, worker counts and the cache folder.
 
 One place for what train, evaluate, calibrate, predict and serve all need, so `--device` means the
-same everywhere. torch is imported inside the functions that need it: annotate and dedup use the
-worker counts and cache folder without paying for torch.
+same everywhere. torch is imported inside the functions that need it, so that a command that needs
+only the worker counts or the cache folder (annotate) does not pay for it.
 """
 
 from __future__ import annotations

@@ -36,12 +36,13 @@ from tqdm import tqdm
 from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import FORMAT_EXT, MANIFEST, class_files
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.fileio import atomic_write_csv, sha256_file
+from pokemon_classifier.fileio import atomic_write_csv, remove_stale_temps, sha256_file, temp_beside
 
 MANIFEST_COLUMNS = ["img_name", "pokemon_id", "provider", "query", "image_url", "page_url", "sha256",
                     "width", "height", "fetched_at"]
 DEFAULT_UA = "pokemon-classifier/0.1 (+https://github.com/; dataset builder for a hobby classifier)"
 RETRY_STATUS = {202, 403, 429, 500, 502, 503, 504}
+DOWNLOAD_TEMP = "download"  # a picture streams into ".download.XXXXXXXX.tmp" (fileio.temp_beside) until verified
 
 
 @dataclass
@@ -484,14 +485,11 @@ class Downloader:
     # download ---------------------------------------------------------
     def fetch_one(self, hit: Hit) -> tuple[Path, str, int, int, str]:
         """Stream to a temp file, verify with Pillow; returns (tmp path, sha256, w, h, ext)."""
-        import tempfile
-
         from PIL import Image
 
         from pokemon_classifier.images import load_image
 
-        fd, tmp = tempfile.mkstemp(dir=self.images, prefix=".dl-", suffix=".tmp")
-        tmp = Path(tmp)
+        fd, tmp = temp_beside(self.images / DOWNLOAD_TEMP)
         try:
             with os.fdopen(fd, "w+b") as f:
                 self.client.get(hit.image_url, stream_to=f, deadline=self.deadline)
@@ -576,8 +574,7 @@ class Downloader:
 
     def run(self, classes: list[int], dry_run: bool = False) -> int:
         self.images.mkdir(parents=True, exist_ok=True)
-        for stale in self.images.glob(".dl-*.tmp"):  # from a killed run
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(self.images, [DOWNLOAD_TEMP], time.time())  # from a killed run
         if not dry_run:
             self.manifest.reconcile(self.images)
         total = 0
@@ -612,10 +609,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    if args.per_class < 1:
-        raise UserError("--per-class must be at least 1")
-    if not args.deadline > 0 or not args.timeout > 0:  # also refuses nan
-        raise UserError("--timeout and --deadline must be positive seconds")
     client = HttpClient(args.user_agent, timeout=(5.0, args.timeout), retries=args.retries,
                         max_bytes=int(args.max_mb * 1024 * 1024), per_host=args.per_host)
     bases = {}

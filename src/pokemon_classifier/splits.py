@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.annotations import remove_stale_temps
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_write_csv, read_csv_input
+from pokemon_classifier.fileio import atomic_write_csv, read_csv_input, remove_stale_temps
 
 SPLITS = ("train", "val", "test")
 UNUSED = "unused"  # `split --extend`: an extra picture with a near-duplicate in val/test, never trained on
@@ -230,53 +230,66 @@ def leaked_names(groups: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"img_name": groups["img_name"].to_numpy()[rows], "split": s_[rows], "measures": measures})
 
 
-def run(data_dir, out=None, val=0.15, test=0.15, seed=0, random=False, threshold=None, workers=None,
-        echo=print, embed_threshold=None, hash_only=False, leak_of=None, final=None, extend=None) -> pd.DataFrame:
-    """Make (and write) a split, or with `leak_of` only report the leak of an existing splits file, or
-    with `extend` add the pictures an existing splits file does not list to train."""
-    from pokemon_classifier import dedup
+@dataclass
+class Grouping:
+    """How the near-duplicate groups are found (dedup's options; None: dedup's defaults)."""
 
-    embed = dedup.DEFAULT_EMBED_THRESHOLD if embed_threshold is None else embed_threshold
-    if leak_of is None:
-        path = Path(out) if out else Path(data_dir) / SPLITS_CSV
-        remove_stale_temps(path.parent, [path.name], time.time())  # temp files of a killed earlier run
-    groups = dedup.find_groups(data_dir, threshold=threshold, workers=workers, embed_threshold=embed,
-                               hash_only=hash_only)
-    echo(f"near-duplicates: {dedup.describe(threshold, embed, hash_only)}")
-    if leak_of is not None:
-        sp = read_splits(leak_of, groups)
-        split = groups[["img_name"]].merge(sp, on="img_name", how="left")["split"]
-        echo(f"leak report of {leak_of}: " + format_leak(leak_report(groups, split)))
-        for r in leaked_names(groups, split).itertuples():
-            echo(f"  {r.split:4s} {r.img_name} ({r.measures})")
-        return sp
-    if extend is not None:
-        old = read_splits(extend)
-        split = extend_with_train(groups, old)
-        splits = pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(),
-                               "kind": split_kind(extend)})
-        added = ~groups["img_name"].isin(old["img_name"]).to_numpy()
-        unused = splits.loc[splits["split"] == UNUSED, "img_name"].tolist()
-        echo(f"extended {extend}: {int(added.sum()) - len(unused)} new pictures join train; {len(unused)} left "
-             f"unused (a near-duplicate of a val/test picture)" + (f": {', '.join(unused)}" if unused else ""))
-        atomic_write_csv(path, splits)
-        echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
-        echo(f"wrote {path}")
-        return splits
+    threshold: int | None = None
+    embed_threshold: float | None = None
+    hash_only: bool = False
+    workers: int | None = None
+
+    def find(self, data_dir) -> tuple[pd.DataFrame, str]:
+        """(dedup groups of every annotated image, the line that says how they were found)."""
+        from pokemon_classifier import dedup
+
+        embed = dedup.DEFAULT_EMBED_THRESHOLD if self.embed_threshold is None else self.embed_threshold
+        groups = dedup.find_groups(data_dir, threshold=self.threshold, workers=self.workers, embed_threshold=embed,
+                                   hash_only=self.hash_only)
+        return groups, f"near-duplicates: {dedup.describe(self.threshold, embed, self.hash_only)}"
+
+
+def leak_of_file(data_dir, splits_path, grouping: Grouping) -> list[str]:
+    """split --leak-report: lines naming the val/test images of `splits_path` with a near-duplicate in
+    train. Writes nothing."""
+    groups, how = grouping.find(data_dir)
+    sp = read_splits(splits_path, groups)
+    split = groups[["img_name"]].merge(sp, on="img_name", how="left")["split"]
+    lines = [how, f"leak report of {splits_path}: " + format_leak(leak_report(groups, split))]
+    lines += [f"  {r.split:4s} {r.img_name} ({r.measures})" for r in leaked_names(groups, split).itertuples()]
+    return lines
+
+
+def extend_file(data_dir, extend, path: Path, grouping: Grouping) -> tuple[pd.DataFrame, list[str]]:
+    """split --extend: `extend` as it is plus DATA's pictures it does not list, written to `path`."""
+    groups, how = grouping.find(data_dir)
+    old = read_splits(extend)
+    split = extend_with_train(groups, old)
+    splits = pd.DataFrame({"img_name": groups["img_name"].to_numpy(), "split": split.to_numpy(),
+                           "kind": split_kind(extend)})
+    added = ~groups["img_name"].isin(old["img_name"]).to_numpy()
+    unused = splits.loc[splits["split"] == UNUSED, "img_name"].tolist()
+    atomic_write_csv(path, splits)
+    return splits, [how, f"extended {extend}: {int(added.sum()) - len(unused)} new pictures join train; {len(unused)} "
+                         f"left unused (a near-duplicate of a val/test picture)" + (f": {', '.join(unused)}" if unused else ""),
+                    "leak report: " + format_leak(leak_report(groups, splits["split"])), f"wrote {path}"]
+
+
+def split_file(data_dir, path: Path, grouping: Grouping, val=0.15, test=0.15, seed=0, random=False,
+               final=None) -> tuple[pd.DataFrame, list[str]]:
+    """split: a new group-aware (or, with random=True, the original leaky) split, written to `path`."""
+    groups, how = grouping.find(data_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = make_splits(groups, val, test, seed, random, final)
-    for w in caught:
-        echo(f"warning: {w.message}")
     atomic_write_csv(path, splits)
     counts = splits["split"].value_counts().reindex(SPLITS, fill_value=0)
     kind = f"{KINDS[random]} (leaky, for comparison)" if random else KINDS[random]
     if final is not None:
         kind += f", val folded into train but {final:g} of it kept to calibrate"
-    echo(f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS))
-    echo("leak report: " + format_leak(leak_report(groups, splits["split"])))
-    echo(f"wrote {path}")
-    return splits
+    return splits, [how, *(f"warning: {w.message}" for w in caught),
+                    f"{kind} split, seed {seed}: " + ", ".join(f"{s} {counts[s]}" for s in SPLITS),
+                    "leak report: " + format_leak(leak_report(groups, splits["split"])), f"wrote {path}"]
 
 
 def add_arguments(p) -> None:
@@ -310,7 +323,16 @@ def main(args) -> int:
         check_final(args.final)  # before hashing, too
 
     check_grouping_arguments(args)
-    run(args.data, args.out, val=args.val, test=args.test, seed=args.seed, random=args.random,
-        threshold=args.threshold, workers=args.workers, embed_threshold=args.embed_threshold,
-        hash_only=args.hash_only, leak_of=args.leak_report, final=args.final, extend=args.extend)
+    grouping = Grouping(args.threshold, args.embed_threshold, args.hash_only, args.workers)
+    if args.leak_report is not None:
+        lines = leak_of_file(args.data, args.leak_report, grouping)
+    else:
+        path = Path(args.out) if args.out else Path(args.data) / SPLITS_CSV
+        remove_stale_temps(path.parent, [path.name], time.time())  # temp files of a killed earlier run
+        if args.extend is not None:
+            _, lines = extend_file(args.data, args.extend, path, grouping)
+        else:
+            _, lines = split_file(args.data, path, grouping, args.val, args.test, args.seed, args.random, args.final)
+    for line in lines:
+        print(line)
     return 0

@@ -24,7 +24,9 @@ import json
 import platform
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,7 +40,8 @@ from pokemon_classifier import __version__, pokedex
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.data import TensorDataset8, build_cache, fingerprint
 from pokemon_classifier.errors import UserError
-from pokemon_classifier.fileio import atomic_savefig, atomic_torch_save, atomic_write_csv, out_dir, subplots
+from pokemon_classifier.fileio import (atomic_savefig, atomic_torch_save, atomic_write_csv, out_dir, remove_stale_temps,
+                                       subplots)
 from pokemon_classifier.models import (ARCHS, build_model, freeze_stages, preprocessing, read_checkpoint,
                                        set_frozen_bn_eval)
 from pokemon_classifier.presets import AUGMENTS, eval_tensor_transform, train_transform
@@ -90,12 +93,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
     g.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop an epoch early
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
 
 
 # ---------------------------------------------------------------- one epoch
@@ -284,18 +281,9 @@ def config_defaults(path, parser: argparse.ArgumentParser) -> dict:
     return out
 
 
-def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse once to find --config, make its keys the defaults, parse again."""
-    parser = parser or get_args_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        parser.set_defaults(**config_defaults(args.config, parser))
-        args = parser.parse_args(argv)
-    return args
-
-
 # ---------------------------------------------------------------- checkpoints
 
+TRAIN_OUTPUTS = ("best.pt", "last.pt", "metrics.csv", "curves.png", SPLITS_CSV)  # what a run writes into --out
 CHECKPOINT_VERSION = 2  # 2: "epoch" counts epochs completed in best.pt and last.pt alike; full rng state
 
 
@@ -421,8 +409,19 @@ def prepare_splits(args, df: pd.DataFrame, rank: int) -> tuple[pd.DataFrame, Pat
     return read_splits(out, df), out
 
 
-def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int, world: int, device):
-    """(train loader, val loader, per-epoch reseeding function, train count, val count, workers)."""
+@dataclass
+class Loaders:
+    """build_loaders' result: the two loaders and what the run says about them."""
+
+    train: DataLoader
+    val: DataLoader
+    reseed: Callable[[int], None]  # call at each epoch: data order and worker seeds depend only on (seed, epoch)
+    n_train: int
+    n_val: int
+    workers: int
+
+
+def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int, world: int, device) -> Loaders:
     tr = np.flatnonzero(split == "train")
     va = np.flatnonzero(split == "val")
     if len(tr) == 0 or len(va) == 0:
@@ -448,7 +447,7 @@ def build_loaders(args, images, labels, split: np.ndarray, pre: dict, rank: int,
             sampler.generator.manual_seed(args.seed * 7919 + epoch)
         loader_gen.manual_seed(args.seed * 104_729 + epoch)
 
-    return train_loader, val_loader, reseed, len(tr), len(va), workers
+    return Loaders(train_loader, val_loader, reseed, len(tr), len(va), workers)
 
 
 def check_args(args) -> None:
@@ -483,30 +482,24 @@ def init_weights(path, arch: str) -> dict:
 
 # ---------------------------------------------------------------- main
 
-def main(args) -> int:
-    resume_ck = load_resume(args)
-    check_args(args)
-    # --init's weights, read once and now: a bad file is refused before minutes of hashing and caching
-    init_sd = init_weights(args.init, args.arch) if args.init and not resume_ck else None
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@dataclass
+class TrainingData:
+    """The run's images, decoded once: the annotations joined with their split, and the negatives."""
 
-    device = pick_device(args.device, local_rank())
-    rank, world, _ = init_distributed(device.type)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    amp = device.type == "cuda"
-    progress = args.progress and rank == 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        for stale in args.out.glob(".*.tmp"):  # left by a run killed mid-write; the real files are intact
-            stale.unlink(missing_ok=True)
+    df: pd.DataFrame  # annotations + split (the data fingerprint is taken on it)
+    splits_path: Path
+    pre: dict  # the arch's preprocessing at --img-size
+    images: np.ndarray  # (N,3,R,R) uint8, the negatives after the annotated images
+    labels: np.ndarray  # class index, -1 for a negative
+    split: np.ndarray  # train / val / test per row (negatives: train)
+    oe: dict | None  # outlier exposure: how many negatives, how often repeated, their weight
 
+
+def load_data(args, rank: int, world: int, progress: bool) -> TrainingData:
     df = read_annotations(args.data, purpose="train on")
     splits, splits_path = prepare_splits(args, df, rank)
     df = df.merge(splits, on="img_name", how="left")
     pre = preprocessing(args.arch, args.img_size)
-    class_ids = list(pokedex.IDS)
 
     # decode + resize once (rank 0 builds the cache, the others reuse it)
     if rank == 0:
@@ -522,11 +515,13 @@ def main(args) -> int:
         images = np.concatenate([images, neg])
         labels, split = np.r_[labels, np.full(len(neg), -1)], np.r_[split, np.full(len(neg), "train")]
         oe["weight"] = args.oe_weight
-    train_loader, val_loader, reseed, n_tr, n_va, workers = build_loaders(
-        args, images, labels, split, pre, rank, world, device)
+    return TrainingData(df, splits_path, pre, images, labels, split, oe)
 
+
+def build_network(args, device, world: int, resume_ck: dict | None, init_sd: dict | None):
+    """(model, the network to train: model or its DDP wrapper, parameters frozen) with the run's first weights."""
     torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
-    model = build_model(args.arch, len(class_ids), pretrained=args.pretrained and not resume_ck,
+    model = build_model(args.arch, len(pokedex.IDS), pretrained=args.pretrained and not resume_ck,
                         weights_file=None if resume_ck else args.weights_file)  # check_args cleared both for --init
     if init_sd is not None:
         model.load_state_dict(init_sd)
@@ -535,53 +530,86 @@ def main(args) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    criterion = OutlierExposureLoss(args.label_smoothing, args.oe_weight)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
-    micro = args.micro_batch if args.micro_batch is not None else (16 if device.type == "cpu" else None)
-    if micro is not None and micro <= 0:
-        micro = None
+    return model, net, frozen
 
+
+def run_meta(args, data: TrainingData, resume_ck: dict | None) -> dict:
+    """What every checkpoint of the run carries besides the weights."""
+    class_ids = list(pokedex.IDS)
     meta = {"arch": args.arch, "class_ids": class_ids, "names": [pokedex.name(i) for i in class_ids],
-            "preprocessing": pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, df),
-            "versions": library_versions(), "split": split_kind(splits_path), "split_file": str(splits_path)}
-    if oe:
-        meta["outlier_exposure"] = oe
+            "preprocessing": data.pre, "args": _plain(vars(args)), "data_fingerprint": fingerprint(args.data, data.df),
+            "versions": library_versions(), "split": split_kind(data.splits_path), "split_file": str(data.splits_path)}
+    if data.oe:
+        meta["outlier_exposure"] = data.oe
     if resume_ck and "init" in resume_ck:  # where the run's first weights came from, as recorded then
         meta["init"] = resume_ck["init"]
     elif args.init:
         from pokemon_classifier.fileio import sha256_file
 
         meta["init"] = {"file": str(args.init), "sha256": sha256_file(args.init)}
-    saver = CheckpointSaver(args.out, model, optimizer, scheduler, meta, write=rank == 0)
-    start_epoch = 0
-    if resume_ck:
-        model.load_state_dict(resume_ck["model"])
-        optimizer.load_state_dict(resume_ck["optimizer"])
-        scheduler.load_state_dict(resume_ck["scheduler"])
-        if "rng" in resume_ck:
-            set_rng_state(resume_ck["rng"])
-        start_epoch = epochs_completed(resume_ck)
-        saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
-        saver.history = list(resume_ck.get("history", []))
-        saver.write_history()
-        if rank == 0:
-            print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
+    return meta
+
+
+def restore(resume_ck: dict, model, optimizer, scheduler, saver: CheckpointSaver) -> int:
+    """--resume: the weights, optimizer, schedule, random state and history of last.pt; returns the
+    number of epochs it had completed."""
+    model.load_state_dict(resume_ck["model"])
+    optimizer.load_state_dict(resume_ck["optimizer"])
+    scheduler.load_state_dict(resume_ck["scheduler"])
+    if "rng" in resume_ck:
+        set_rng_state(resume_ck["rng"])
+    saver.best_loss = float(resume_ck.get("best_val_loss", float("inf")))
+    saver.history = list(resume_ck.get("history", []))
+    saver.write_history()
+    return epochs_completed(resume_ck)
+
+
+def main(args) -> int:
+    resume_ck = load_resume(args)
+    check_args(args)
+    # --init's weights, read once and now: a bad file is refused before minutes of hashing and caching
+    init_sd = init_weights(args.init, args.arch) if args.init and not resume_ck else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = pick_device(args.device, local_rank())
+    rank, world, _ = init_distributed(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = device.type == "cuda"
+    progress = args.progress and rank == 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # temp files of a run killed mid-write (the real files are intact); never a user's
+        remove_stale_temps(args.out, TRAIN_OUTPUTS, time.time())
+
+    data = load_data(args, rank, world, progress)
+    loaders = build_loaders(args, data.images, data.labels, data.split, data.pre, rank, world, device)
+    model, net, frozen = build_network(args, device, world, resume_ck, init_sd)
+    criterion = OutlierExposureLoss(args.label_smoothing, args.oe_weight)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
+    micro = args.micro_batch if args.micro_batch is not None else (16 if device.type == "cpu" else None)
+    if micro is not None and micro <= 0:
+        micro = None
+    saver = CheckpointSaver(args.out, model, optimizer, scheduler, run_meta(args, data, resume_ck), write=rank == 0)
+    start_epoch = restore(resume_ck, model, optimizer, scheduler, saver) if resume_ck else 0
     if rank == 0:
-        n_par = sum(p.numel() for p in model.parameters())
+        if resume_ck:
+            print(f"resumed from {args.resume} at epoch {start_epoch + 1}/{args.epochs}")
+        n_par, oe = sum(p.numel() for p in model.parameters()), data.oe
         print(f"{args.arch} ({n_par / 1e6:.1f}M params, {frozen / 1e6:.2f}M frozen) on {device} x{world}; "
-              f"{n_tr} train / {n_va} val images at {pre['size']}px; augment {args.augment}; "
-              f"{args.epochs} epochs, batch {args.batch_size}, workers {workers}"
+              f"{loaders.n_train} train / {loaders.n_val} val images at {data.pre['size']}px; augment {args.augment}; "
+              f"{args.epochs} epochs, batch {args.batch_size}, workers {loaders.workers}"
               + (f"; outlier exposure: {oe['n']} negatives x{oe['repeat']}, weight {oe['weight']:g}" if oe else ""))
 
     for epoch in range(start_epoch, args.epochs):  # 0-based index; checkpoints count epochs completed
         seed_epoch(args.seed, epoch, rank)
-        reseed(epoch)
+        loaders.reseed(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        m = train_one_epoch(net, train_loader, criterion, optimizer, device, amp, args.channels_last,
+        m = train_one_epoch(net, loaders.train, criterion, optimizer, device, amp, args.channels_last,
                             progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
                             micro_batch=micro)
-        m.update(evaluate(net, val_loader, criterion, device, amp, args.channels_last, progress))
+        m.update(evaluate(net, loaders.val, criterion, device, amp, args.channels_last, progress))
         scheduler.step()
         m = {"epoch": epoch + 1, "lr": lr, **m}
         improved = saver.update(m)

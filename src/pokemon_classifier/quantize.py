@@ -326,13 +326,15 @@ def speed(clfs: dict, runs: int = 100, batch_reps: int = 5) -> dict:
 
 def judge(fp32: dict, int8: dict, fast: dict | None) -> dict:
     """Each gate's figures and verdict; `passed` when every one holds."""
-    checks = {"top1": {"fp32": fp32["top1"], "int8": int8["top1"], "limit": GATES["top1"]},
-              "top5": {"fp32": fp32["top5"], "int8": int8["top5"], "limit": GATES["top5"]}}
+    n = fp32.get("n")
+    checks = {"top1": {"fp32": fp32["top1"], "int8": int8["top1"], "limit": GATES["top1"], "n": n},
+              "top5": {"fp32": fp32["top5"], "int8": int8["top5"], "limit": GATES["top5"], "n": n}}
     if "accepted" in fp32:
-        checks["open_set_accepted"] = {"fp32": fp32["accepted"], "int8": int8["accepted"], "limit": GATES["open_set"]}
+        checks["open_set_accepted"] = {"fp32": fp32["accepted"], "int8": int8["accepted"], "limit": GATES["open_set"],
+                                       "n": n}
     for kind, r in fp32.get("rejected", {}).items():
         checks[f"rejected {kind}"] = {"fp32": r["rate"], "int8": int8["rejected"][kind]["rate"],
-                                      "limit": GATES["open_set"]}
+                                      "limit": GATES["open_set"], "n": r.get("n")}
     for c in checks.values():
         c["ok"] = bool(abs(c["int8"] - c["fp32"]) <= c["limit"] + 1e-9)
     if fast:
@@ -356,7 +358,8 @@ def report(gate: dict) -> str:
                          f"(>= {c['limit']:g})  {'ok' if c['ok'] else 'FAIL'}")
         else:
             lines.append(f"  {k:<34} fp32 {c['fp32']:.4f}  int8 {c['int8']:.4f}  Δ {100 * (c['int8'] - c['fp32']):+.2f} pt "
-                         f"(<= {100 * c['limit']:.1f})  {'ok' if c['ok'] else 'FAIL'}")
+                         f"(<= {100 * c['limit']:.1f})  {'ok' if c['ok'] else 'FAIL'}"
+                         + (f"  [net {round(abs(c['int8'] - c['fp32']) * c['n'])} of {c['n']} pictures]" if c.get("n") else ""))
     lines.append(f"  {'ECE':<34} fp32 {gate['ece']['fp32']:.4f}  int8 {gate['ece']['int8']:.4f}")
     return "\n".join(lines)
 

@@ -2,7 +2,10 @@
 
 Single-image latency (p50, p90; decode + preprocessing + model) and batch-32 throughput on this
 machine, torch eager vs ONNX Runtime, for mobilenet_v3_large and efficientnet_lite0 at their
-default size, plus the shipped best.pt when present.
+default size, plus the shipped best.pt when present, with an `onnx-int8` row when it records an
+int8 model (`export --int8`; its row says whether it passed its gates). The shipped file's fp32
+ONNX and int8 rows are measured interleaved (quantize.speed), so a busy machine slows both alike;
+the last line gives their ratio.
 """
 
 import argparse
@@ -23,6 +26,18 @@ from pokemon_classifier import pokedex  # noqa: E402
 from pokemon_classifier.export import export_onnx  # noqa: E402
 from pokemon_classifier.models import build_model, default_weights, preprocessing  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
+from pokemon_classifier.quantize import speed  # noqa: E402
+
+
+def int8_row(path) -> str | None:
+    """'onnx-int8' (gates passed) or 'int8-FAIL' (recorded, gates not passed) or None (none recorded)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    rec = ck.get("int8") if isinstance(ck, dict) else None
+    return None if rec is None else ("onnx-int8" if rec["passed"] else "int8-FAIL")
+
+
+def int8_size(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["int8"]["onnx"].numel()
 
 
 def jpeg(seed=0, size=(320, 240)) -> bytes:
@@ -74,10 +89,20 @@ def main():
         for name, p in models:
             onnx_path = Path(d) / (p.stem + ".onnx")
             export_onnx(p, onnx_path)
-            for backend, path in (("torch", p), ("onnx", onnx_path)):
+            int8 = int8_row(p)
+            for backend, path in (("torch", p),) + ((("onnx", onnx_path),) if not int8 else ()):
                 clf = Classifier.load(path, backend=backend)
                 p50, p90, thr = bench(clf, args.runs)
                 print(f"{name:<32} {backend:<8} {p50:8.1f} {p90:8.1f} {thr:15.1f}", flush=True)
+            if int8:  # fp32 and int8 ONNX interleaved in one loop: their ratio is fair on a busy machine
+                clfs = {"onnx": Classifier.load(onnx_path), int8: Classifier.load(p, precision="int8")}
+                fig = speed(clfs, args.runs)
+                for backend, f in fig.items():
+                    print(f"{name:<32} {backend:<8} {f['p50_ms']:8.1f} {f['p90_ms']:8.1f} {f['batch32_img_s']:15.1f}",
+                          flush=True)
+                print(f"{'':<32} int8/fp32 ONNX: p50 x{fig['onnx']['p50_ms'] / fig[int8]['p50_ms']:.2f} faster, "
+                      f"batch-32 x{fig[int8]['batch32_img_s'] / fig['onnx']['batch32_img_s']:.2f}; file "
+                      f"{onnx_path.stat().st_size / 1e6:.1f} MB fp32, {int8_size(p) / 1e6:.1f} MB int8")
     print("single image = decode a 320x240 JPEG + resize + crop + normalise + model, one at a time")
     print(f"machine: {machine()}")
 

@@ -3,6 +3,7 @@
     pokemon-classifier export --weights best.pt --onnx model.onnx
     pokemon-classifier predict --backend onnx --weights model.onnx photo.jpg
     pokemon-classifier evaluate --weights model.onnx --data data/ --split test   # same figures as best.pt
+    pokemon-classifier export --int8 --data data/ --splits s.csv --negatives neg/ --out best.pt  # quantize.py
 """
 
 from __future__ import annotations
@@ -160,12 +161,21 @@ def add_arguments(p) -> None:
     from pokemon_classifier.runtime import positive_int
 
     p.add_argument("--weights", help="checkpoint (default: best.pt at the repository root)")
-    p.add_argument("--onnx", type=out_file, required=True, help="output .onnx file")
+    p.add_argument("--onnx", type=out_file, help="output .onnx file (required without --int8)")
     p.add_argument("--opset", type=positive_int, default=17)
+    from pokemon_classifier import quantize
+
+    quantize.add_arguments(p)
 
 
 def main(args) -> int:
     weights = resolve_weights(args.weights)
+    if getattr(args, "int8", False):  # quantise, gate and record: quantize.py
+        from pokemon_classifier import quantize
+
+        return quantize.main(args, weights)
+    if not args.onnx:
+        raise UserError("export needs --onnx FILE (or --int8)")
     delta = export_onnx(weights, args.onnx, args.opset)
     print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB); ONNX Runtime vs PyTorch max |Δprob| = {delta:.2e}")
     return 0

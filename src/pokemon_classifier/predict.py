@@ -54,10 +54,14 @@ class Classifier:
 
     @classmethod
     def load(cls, path=None, backend: str = "torch", device: str = "cpu", threshold: float | None = None,
-             threads: int | None = None, open_set: bool = True) -> "Classifier":
+             threads: int | None = None, open_set: bool = True, precision: str = "fp32") -> "Classifier":
         from pokemon_classifier.models import resolve_weights
 
         path = resolve_weights(path)
+        if precision != "fp32":  # the checkpoint's gated int8 graph (quantize.py), or fp32 as below
+            from pokemon_classifier.quantize import int8_model
+
+            path = int8_model(path, precision, device) or path
         if threads:
             torch.set_num_threads(threads)
         if backend == "auto":  # serve's default: ONNX Runtime on the CPU (~2x faster here), else torch
@@ -282,6 +286,8 @@ def add_arguments(p) -> None:
     p.add_argument("paths", nargs="+", help="images, folders (recursive), globs, or videos")
     p.add_argument("--weights", help="checkpoint or .onnx (default: best.pt at the repository root)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--precision", choices=["auto", "int8", "fp32"], default="auto",
+                   help="auto: the checkpoint's int8 model when it records passed gates (CPU), else fp32")
     p.add_argument("--topk", type=positive_int, default=5)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input (JSON Lines)")
@@ -304,7 +310,7 @@ def main(args) -> int:
     if not paths:  # an empty folder: nothing was tried, so no per-file lines would say why it printed nothing
         raise UserError(f"{' '.join(map(str, args.paths))}: no files to classify (empty folder)")
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
-                          open_set=args.open_set)
+                          open_set=args.open_set, precision=args.precision)
     videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
     images = [p for p in paths if p.suffix.lower() not in VIDEO_EXTENSIONS]
     writer = csv.writer(sys.stdout) if args.csv else None

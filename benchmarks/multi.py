@@ -9,12 +9,15 @@ tuned on (benchmarks/_composites.py). A detection is right when its name is the 
 its box overlaps the pasted box with IoU >= 0.5 (each pasted picture matched once, best first).
 Single pictures: test-split pictures as they are; the first detection's name against the whole-picture
 answer (its top-1, and its Gen-1 verdict: unknown counts as wrong for both). Seconds per picture: the
-whole of Detector.detect (decode, proposal pass, crops) with --threads threads.
+whole of Detector.detect (decode, proposal pass, crops) with --threads threads, as wall time and as
+CPU time / threads (what it takes on that many idle cores: on a shared machine wall time also counts
+the other processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,12 +63,13 @@ def main(argv=None) -> int:
     photos = C.background_photos(a.negatives, det.clf)
     rng = np.random.default_rng(a.seed)
     hits = n_det = n_gt = 0
-    secs = []
+    secs, cpu = [], []
     for _ in range(a.composites):
         img, boxes, dexes = C.several(rng, pictures, photos, int(rng.integers(2, 5)))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         d = det.detect(img)
         secs.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         hits += match(d, boxes, dexes)
         n_det += len(d)
         n_gt += len(boxes)
@@ -76,19 +80,22 @@ def main(argv=None) -> int:
         w = det.clf.predict(path, 1)
         whole_top1 += w["topk"][0]["dex_id"] == dex
         whole_ok += w["dex_id"] == dex
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         d = det.detect(path)
         secs.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         first_ok += bool(d) and d[0]["dex_id"] == dex
         one += len(d) == 1
-    n = len(order)
+    n = max(len(order), 1)
     print(f"# {machine()}; {a.threads} threads; seed {a.seed}")
     print(f"composites: {a.composites} with {n_gt} Pokemon; detections {n_det}, right {hits}")
     print(f"  recall    {hits / max(n_gt, 1):.1%}  (IoU >= 0.5 and the right name)")
     print(f"  precision {hits / max(n_det, 1):.1%}")
     print(f"single pictures: {n}; first detection right {first_ok / n:.1%}; whole picture top-1 "
           f"{whole_top1 / n:.1%}, whole-picture Gen-1 answer right {whole_ok / n:.1%}; exactly one detection {one / n:.1%}")
-    print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures)")
+    print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures); "
+          f"CPU seconds per picture {np.mean(cpu):.2f} (/{a.threads} = {np.mean(cpu) / a.threads:.2f} s of wall time "
+          f"on {a.threads} idle cores; load average now {os.getloadavg()[0]:.1f})")
     return 0
 
 

@@ -38,9 +38,11 @@ PROPOSAL_SIDE = 448  # long side of the proposal pass: 14 cells of 32 px
 STRIDE = 32
 THRESHOLDS = (0.2, 0.35, 0.5)  # fractions of a class map's peak whose regions become proposals
 TOP_CLASSES = 6  # classes whose maps give region proposals
-MAX_SEEDS = 5
+MAX_SEEDS = 8
+OBJECTNESS = True  # also seed from the class-agnostic map (a Pokemon whose class is not among the strongest)
+SAME_SEED = 0.7  # seeds overlapping this much are one
 CONTAIN = 0.6  # a box this much inside another is the same Pokemon
-GROW = (1.0, 1.35, 1.7)  # each seed is tried at these scales about its centre (CAM regions are tighter than the Pokemon)
+GROW = (0.8, 1.0, 1.3, 1.6)  # each seed is tried at these scales about its centre (CAM regions are tighter than the Pokemon)
 NMS_IOU = 0.3
 
 
@@ -133,19 +135,23 @@ class Detector:
         return x[None], w / rw, h / rh
 
     def seeds(self, img: Image.Image) -> np.ndarray:
-        """Seed boxes (N,4) in the picture's pixels: the regions of the strongest classes' maps."""
+        """Seed boxes (N,4) in the picture's pixels: the regions of the strongest classes' maps and of the
+        class-agnostic map (each cell's strongest class), near-duplicates dropped, larger first."""
         x, sx, sy = self._input(img)
         cells = cell_logits(self.model, x).float().numpy()
         c = cells.shape[0]
         strongest = np.argsort(-cells.reshape(c, -1).max(1))[:TOP_CLASSES]
-        cand = [r for k in strongest for f in THRESHOLDS for r in region_boxes(cells[k], f)]
+        maps = [cells[k] for k in strongest]
+        if OBJECTNESS:
+            top = cells.max(0)
+            maps.append(top - top.min())
+        cand = [r for m in maps for f in THRESHOLDS for r in region_boxes(m, f)]
         cand = np.unique(np.array(cand, dtype=int).reshape(-1, 4), axis=0)
         y0, x0, y1, x1 = cand.T * STRIDE
         boxes = np.stack([x0 * sx, y0 * sy, x1 * sx, y1 * sy], 1)
-        # one seed per place: a region mostly inside a larger one is the same Pokemon's part
         keep = []
-        for i in np.argsort(-_areas(boxes)):
-            if all(_inside(boxes[i], boxes[j]) < CONTAIN for j in keep):
+        for i in np.argsort(-_areas(boxes), kind="stable"):
+            if all(box_iou(boxes[i], boxes[j])[0, 0] < SAME_SEED for j in keep):
                 keep.append(i)
         return boxes[keep][:MAX_SEEDS]
 
@@ -194,17 +200,19 @@ def select(boxes: np.ndarray, results: list[dict], per_seed: int, whole: dict, f
         p = results[best]["probability"]
         same = [i for i in ok if results[i]["dex_id"] == results[best]["dex_id"]]
         i = max(same, key=lambda j: results[j].get("open_set_score", results[j]["probability"]))
-        picked.append((boxes[i], results[best]["dex_id"], results[best]["name"], p))
-    picked.sort(key=lambda t: -t[3])
+        picked.append((boxes[i], results[best]["dex_id"], results[best]["name"], p,
+                       results[i].get("open_set_score", p)))
+    picked.sort(key=lambda t: -t[4])  # the crop most like a picture of one Pokemon wins an overlap
     kept = []
     for t in picked:
         if all(box_iou(t[0], k[0])[0, 0] < NMS_IOU and _inside(t[0], k[0]) < CONTAIN
                and _inside(k[0], t[0]) < CONTAIN for k in kept):
             kept.append(t)
     if not kept and not whole["unknown"]:
-        kept.append((np.asarray(full_box, dtype=float), whole["dex_id"], whole["name"], whole["probability"]))
+        kept.append((np.asarray(full_box, dtype=float), whole["dex_id"], whole["name"], whole["probability"], 0))
+    kept.sort(key=lambda t: -t[3])
     return [{"dex_id": int(d), "name": n, "probability": float(p), "box": [int(round(v)) for v in b]}
-            for b, d, n, p in kept]
+            for b, d, n, p, _ in kept]
 
 
 # ---------------------------------------------------------------- predict's --explain and --multi

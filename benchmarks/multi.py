@@ -32,13 +32,13 @@ from _machine import machine  # noqa: E402
 from pokemon_classifier.multi import Detector, box_iou  # noqa: E402
 
 
-def match(dets, boxes, dexes) -> int:
-    """Right detections: name and IoU >= 0.5 with a pasted box not matched yet, best detection first."""
+def match(dets, boxes, dexes, at: float = 0.5) -> int:
+    """Right detections: name and IoU >= `at` with a pasted box not matched yet, best detection first."""
     used, hits = set(), 0
     for d in dets:
         iou = box_iou(d["box"], boxes)[0]
         for j in np.argsort(-iou):
-            if j not in used and dexes[j] == d["dex_id"] and iou[j] >= 0.5:
+            if j not in used and dexes[j] == d["dex_id"] and iou[j] >= at:
                 used.add(j)
                 hits += 1
                 break
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     pictures = C.test_pictures(a.data, a.splits)
     photos = C.background_photos(a.negatives, det.clf)
     rng = np.random.default_rng(a.seed)
-    hits = n_det = n_gt = 0
+    hits = loose = n_det = n_gt = 0
     secs, cpu = [], []
     for _ in range(a.composites):
         img, boxes, dexes = C.several(rng, pictures, photos, int(rng.integers(2, 5)))
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
         secs.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
         hits += match(d, boxes, dexes)
+        loose += match(d, boxes, dexes, 0.3)
         n_det += len(d)
         n_gt += len(boxes)
     order = rng.permutation(len(pictures))[: a.singles]
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     print(f"composites: {a.composites} with {n_gt} Pokemon; detections {n_det}, right {hits}")
     print(f"  recall    {hits / max(n_gt, 1):.1%}  (IoU >= 0.5 and the right name)")
     print(f"  precision {hits / max(n_det, 1):.1%}")
+    print(f"  at IoU >= 0.3 (how much is the box, how much the name): recall {loose / max(n_gt, 1):.1%}, "
+          f"precision {loose / max(n_det, 1):.1%}")
     print(f"single pictures: {n}; first detection right {first_ok / n:.1%}; whole picture top-1 "
           f"{whole_top1 / n:.1%}, whole-picture Gen-1 answer right {whole_ok / n:.1%}; exactly one detection {one / n:.1%}")
     print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures); "

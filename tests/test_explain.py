@@ -106,3 +106,29 @@ def test_explain_bad_input_is_one_line(ckpt, tmp_path):
     assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(UserError, match="no gradients"):
         Explainer.load(tmp_path / "m.onnx")
+
+
+def synthetic_benchmark_inputs(synth_data, tmp_path):
+    """A synthetic set with its split, a negatives folder of generated 'photos' and a tiny checkpoint."""
+    neg = tmp_path / "negatives"
+    (neg / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(neg / "images" / f"photo{i}.jpg")
+    (neg / "manifest.csv").write_text("img_name,kind\n" + "".join(f"photo{i}.jpg,photo\n" for i in range(3)))
+    assert run_cli("split", synth_data)[0] == 0
+    return neg, tiny_checkpoint(tmp_path / "b.pt", 48, unknown_threshold=0.0)
+
+
+def test_benchmark_runs_end_to_end(synth_data, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    neg, ckpt = synthetic_benchmark_inputs(synth_data, tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, root / "benchmarks" / "explain.py", "--data", synth_data, "--splits",
+                        synth_data / "splits.csv", "--negatives", neg, "--weights", ckpt, "--n", "4", "--every"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "pointing game" in r.stdout and "most salient first" in r.stdout

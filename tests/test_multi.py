@@ -113,3 +113,19 @@ def test_multi_bad_input_is_one_line(ckpt, tmp_path):
     assert code == 0 and "detections" in rows[0] and "broken.jpg" in rows[1]["error"] and "detections" not in rows[1]
     with pytest.raises(UserError, match="torch checkpoint"):
         Detector.load(tmp_path / "m.onnx")
+
+
+def test_benchmark_runs_end_to_end(synth_data, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_explain import synthetic_benchmark_inputs
+
+    neg, ckpt = synthetic_benchmark_inputs(synth_data, tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, root / "benchmarks" / "multi.py", "--data", synth_data, "--splits",
+                        synth_data / "splits.csv", "--negatives", neg, "--weights", ckpt, "--composites", "2",
+                        "--singles", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "recall" in r.stdout and "precision" in r.stdout and "seconds per picture" in r.stdout

@@ -129,3 +129,17 @@ def test_benchmark_runs_end_to_end(synth_data, tmp_path):
                         "--singles", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "recall" in r.stdout and "precision" in r.stdout and "seconds per picture" in r.stdout
+
+
+def test_parts_of_one_picture_named_apart_are_one_detection():
+    # two parts of one Vulpix picture, the tail taken for Charmander: the whole picture looks more like
+    # a picture of one Pokemon than either part (open-set score), so it is one detection, the whole's name
+    boxes = np.array([[10, 10, 50, 50], [60, 60, 90, 90]], dtype=float)
+    parts = [{"dex_id": 37, "name": "Vulpix", "probability": 0.9, "unknown": False, "open_set_score": 1.0},
+             {"dex_id": 4, "name": "Charmander", "probability": 0.8, "unknown": False, "open_set_score": 0.5}]
+    whole = {"dex_id": 37, "name": "Vulpix", "probability": 0.97, "unknown": False, "open_set_score": 2.0}
+    assert select(boxes, parts, 1, whole, (0, 0, 100, 100)) == [
+        {"dex_id": 37, "name": "Vulpix", "probability": 0.97, "box": [10, 10, 50, 50]}]
+    # a picture of several: each part looks more like one Pokemon than the whole does
+    several = select(boxes, parts, 1, {**whole, "open_set_score": 0.2}, (0, 0, 100, 100))
+    assert [d["name"] for d in several] == ["Vulpix", "Charmander"]

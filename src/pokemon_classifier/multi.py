@@ -16,8 +16,11 @@ How (measured in benchmarks/multi.py; docs/explain.md):
    classified like a whole picture (same preprocessing, same open-set score): only Gen-1 verdicts count,
    and a seed keeps the scale with the best open-set score (the crop that looks most like a picture of
    one Pokemon);
-4. suppression across seeds (overlap, or one mostly inside another), best first. A picture where no
-   seed survives but the whole picture is a Gen-1 Pokemon gives that one detection (the whole box).
+4. suppression across seeds (overlap, or one mostly inside another), best first. When the whole picture
+   is a Gen-1 verdict whose open-set score beats every survivor's, the picture is one Pokemon (its parts
+   can be named apart: a Vulpix's tail as Charmander): one detection, the whole picture's name, the box
+   around its survivors of that name (the whole picture without any). A picture where no seed survives
+   but the whole picture is a Gen-1 Pokemon gives that one detection too (the whole box).
 
 Boxes are in the upright picture's pixels (EXIF orientation applied, as load_image returns it). Needs
 the torch checkpoint: the per-cell evidence comes from the network's layers, which ONNX does not expose.
@@ -208,6 +211,13 @@ def select(boxes: np.ndarray, results: list[dict], per_seed: int, whole: dict, f
         if all(box_iou(t[0], k[0])[0, 0] < NMS_IOU and _inside(t[0], k[0]) < CONTAIN
                and _inside(k[0], t[0]) < CONTAIN for k in kept):
             kept.append(t)
+    score = whole.get("open_set_score")
+    if kept and not whole["unknown"] and score is not None and score >= max(k[4] for k in kept):
+        # the whole picture looks more like a picture of one Pokemon than any part of it does: it is one
+        # (a single picture's parts can be named apart: Vulpix's tail as Charmander)
+        same = np.array([k[0] for k in kept if k[1] == whole["dex_id"]]).reshape(-1, 4)
+        box = np.r_[same[:, :2].min(0), same[:, 2:].max(0)] if len(same) else np.asarray(full_box, dtype=float)
+        kept = [(box, whole["dex_id"], whole["name"], whole["probability"], score)]
     if not kept and not whole["unknown"]:
         kept.append((np.asarray(full_box, dtype=float), whole["dex_id"], whole["name"], whole["probability"], 0))
     kept.sort(key=lambda t: -t[3])

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _composites as C  # noqa: E402
 from _machine import machine  # noqa: E402
 
-from pokemon_classifier.explain import Explainer, to_original  # noqa: E402
+from pokemon_classifier.explain import Explainer  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
 CELL = 16
@@ -50,7 +50,7 @@ def deletion(clf, x, heat, c, rng) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def drawn_voltorb() -> "Image.Image":
+def drawn_voltorb():
     """A generated picture for the docs' example (no shared picture may be committed): a Voltorb drawn
     with a few shapes, off-centre on a colour gradient."""
     from PIL import Image, ImageDraw

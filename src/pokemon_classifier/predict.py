@@ -301,6 +301,9 @@ def add_arguments(p) -> None:
     p.add_argument("--fps", type=positive_float, default=2.0, help="frames per second sampled from videos")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    from pokemon_classifier.multi import add_where_arguments
+
+    add_where_arguments(p)  # --explain DIR, --multi (explain.py, multi.py)
 
 
 def main(args) -> int:
@@ -322,6 +325,10 @@ def main(args) -> int:
         failures += "error" in r
         if args.lang and "error" not in r:
             r = pokedex.localize_result(r, args.lang)
+        if "error" not in r and (args.explain or args.multi):
+            from pokemon_classifier.multi import add_where
+
+            r = add_where(args, clf, path, r)
         _emit(args, writer, str(path), r)
     for v in videos:
         try:
@@ -365,3 +372,7 @@ def _emit(args, writer, path: str, r: dict) -> None:
         name = r.get("display_name") or r["name"]
         facts = f"  #{r['dex_id']:03d} {r['genus']}, {'/'.join(t['name'] for t in r['types'])}" if r.get("genus") else ""
         print(f"{path}: {name} {r['probability']:.2f}{facts}" + (f"  ({alts})" if alts else ""))
+    if not args.json and not writer and ("explain" in r or "detections" in r):
+        from pokemon_classifier.multi import describe_where
+
+        print(describe_where(r))

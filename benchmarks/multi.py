@@ -1,0 +1,106 @@
+"""Every Pokemon in a picture (predict --multi): recall and precision of its boxes, single pictures, speed.
+
+    python benchmarks/multi.py --data data/pokemon --splits runs/splits_final.csv \\
+        --negatives ../shared/data/negatives --composites 40 --singles 40 --seed 0
+
+Composites: 2-4 test-split pictures of different species pasted, not overlapping, at 28-45% of the
+shorter side onto a 640x480, 480x640 or 560x560 crop of a negatives photo the open-set score was not
+tuned on (benchmarks/_composites.py). A detection is right when its name is the pasted picture's and
+its box overlaps the pasted box with IoU >= 0.5 (each pasted picture matched once, best first).
+Single pictures: test-split pictures as they are; the first detection's name against the whole-picture
+answer (its top-1, and its Gen-1 verdict: unknown counts as wrong for both). Seconds per picture: the
+whole of Detector.detect (decode, proposal pass, crops) with --threads threads, as wall time and as
+CPU time / threads (what it takes on that many idle cores: on a shared machine wall time also counts
+the other processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _composites as C  # noqa: E402
+from _machine import machine  # noqa: E402
+
+from pokemon_classifier.multi import Detector, box_iou  # noqa: E402
+
+
+def match(dets, boxes, dexes, at: float = 0.5) -> int:
+    """Right detections: name and IoU >= `at` with a pasted box not matched yet, best detection first."""
+    used, hits = set(), 0
+    for d in dets:
+        iou = box_iou(d["box"], boxes)[0]
+        for j in np.argsort(-iou):
+            if j not in used and dexes[j] == d["dex_id"] and iou[j] >= at:
+                used.add(j)
+                hits += 1
+                break
+    return hits
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/pokemon")
+    ap.add_argument("--splits", default="runs/splits_final.csv")
+    ap.add_argument("--negatives", default="../shared/data/negatives")
+    ap.add_argument("--weights")
+    ap.add_argument("--composites", type=int, default=40)
+    ap.add_argument("--singles", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    det = Detector.load(a.weights)
+    pictures = C.test_pictures(a.data, a.splits)
+    photos = C.background_photos(a.negatives, det.clf)
+    rng = np.random.default_rng(a.seed)
+    hits = loose = n_det = n_gt = 0
+    secs, cpu = [], []
+    for _ in range(a.composites):
+        img, boxes, dexes = C.several(rng, pictures, photos, int(rng.integers(2, 5)))
+        t, c = time.perf_counter(), time.process_time()
+        d = det.detect(img)
+        secs.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        hits += match(d, boxes, dexes)
+        loose += match(d, boxes, dexes, 0.3)
+        n_det += len(d)
+        n_gt += len(boxes)
+    order = rng.permutation(len(pictures))[: a.singles]
+    whole_top1 = whole_ok = first_ok = one = 0
+    for i in order:
+        path, dex = pictures[int(i)]
+        w = det.clf.predict(path, 1)
+        whole_top1 += w["topk"][0]["dex_id"] == dex
+        whole_ok += w["dex_id"] == dex
+        t, c = time.perf_counter(), time.process_time()
+        d = det.detect(path)
+        secs.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        first_ok += bool(d) and d[0]["dex_id"] == dex
+        one += len(d) == 1
+    n = max(len(order), 1)
+    print(f"# {machine()}; {a.threads} threads; seed {a.seed}")
+    print(f"composites: {a.composites} with {n_gt} Pokemon; detections {n_det}, right {hits}")
+    print(f"  recall    {hits / max(n_gt, 1):.1%}  (IoU >= 0.5 and the right name)")
+    print(f"  precision {hits / max(n_det, 1):.1%}")
+    print(f"  at IoU >= 0.3 (how much is the box, how much the name): recall {loose / max(n_gt, 1):.1%}, "
+          f"precision {loose / max(n_det, 1):.1%}")
+    print(f"single pictures: {n}; first detection right {first_ok / n:.1%}; whole picture top-1 "
+          f"{whole_top1 / n:.1%}, whole-picture Gen-1 answer right {whole_ok / n:.1%}; exactly one detection {one / n:.1%}")
+    print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures); "
+          f"CPU seconds per picture {np.mean(cpu):.2f} (/{a.threads} = {np.mean(cpu) / a.threads:.2f} s of wall time "
+          f"on {a.threads} idle cores; load average now {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

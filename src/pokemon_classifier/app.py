@@ -147,7 +147,9 @@ def predict_router(svc: Service) -> APIRouter:
                 fut = svc.batcher.submit(x[None], [svc.clamp_k(k)])
         except ImageError as e:
             return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
-        return localize((await asyncio.wrap_future(fut))[0], request, lang)
+        # A JSONResponse skips FastAPI's jsonable_encoder walk of the dict (1.3 ms a request here, more
+        # than localizing it): the result is plain JSON types already.
+        return JSONResponse(localize((await asyncio.wrap_future(fut))[0], request, lang))
 
     return router
 
@@ -192,7 +194,8 @@ def video_router(svc: Service) -> APIRouter:
             svc.video_pool.submit(chunks.close)  # on the decoding thread, after any frame in progress
         if not times:
             return _error(400, "not a readable video: no frames could be decoded")
-        return localize(video_result(clf, times, frames, np.stack(rows), fps, svc.clamp_k(k)), request, lang)
+        return JSONResponse(localize(video_result(clf, times, frames, np.stack(rows), fps, svc.clamp_k(k)),
+                                     request, lang))
 
     return router
 

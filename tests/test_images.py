@@ -156,3 +156,42 @@ def test_heic_and_avif_read_everywhere(tmp_path, fmt):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == "(64, 48)", out.stderr
+
+
+# ------------------------------------------------------------------ draft decoding (the app's uploads)
+def test_large_jpeg_decodes_at_a_reduced_scale_and_keeps_its_top1(tmp_path):
+    """A 1664x1248 photo for a model that needs 104 px is decoded at 1/8 (208x156), not in full, and the
+    tiny model's verdict is the one it gives on the fully decoded picture."""
+    from conftest import CLASSES, draw_shape, tiny_checkpoint
+    from pokemon_classifier.predict import Classifier
+    from pokemon_classifier.presets import resize_size
+
+    clf = Classifier.load(tiny_checkpoint(tmp_path / "m.pt", 91))
+    side = resize_size(clf.meta["preprocessing"])
+    assert side == 104
+    for shape, colour in CLASSES.values():
+        data = _jpeg_bytes(draw_shape(shape, colour, 1248).resize((1664, 1248), Image.BICUBIC), quality=92)
+        full, small = load_image(data), load_image(data, min_side=side)
+        assert full.size == (1664, 1248) and small.size == (208, 156)
+        a = clf.predict_tensors(torch_stack([clf.transform(full)]))[0]
+        b = clf.predict_tensors(torch_stack([clf.transform(small)]))[0]
+        assert a["topk"][0]["dex_id"] == b["topk"][0]["dex_id"]
+
+
+def test_draft_only_when_the_picture_is_at_least_twice_the_needed_size():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    data = _jpeg_bytes(img)
+    # shorter side 300 < 2 x 151: decoded exactly as without min_side (same pixels)
+    same = load_image(data, min_side=151)
+    assert same.size == (400, 300) and np.array_equal(np.asarray(same), np.asarray(load_image(data)))
+    assert load_image(data, min_side=150).size == (200, 150)  # 300 >= 2 x 150: half scale
+    assert load_image(data, min_side=37).size == (50, 38)  # 1/8 is the smallest scale JPEG offers
+    png = io.BytesIO()
+    img.save(png, "PNG")
+    assert load_image(png.getvalue(), min_side=37).size == (400, 300)  # not a JPEG: decoded in full
+
+
+def torch_stack(xs):
+    import torch
+
+    return torch.stack(xs)

@@ -52,3 +52,26 @@ def test_gameboy_sprite_is_grey_four_shades_and_blocky():
     z = GameBoySprite(p=1.0, colour=0.0)(x)  # bicubic blow-up, as the cache does to real sprites
     assert torch.equal(z[0], z[2]) and len(z.unique()) > 4
     assert torch.equal(GameBoySprite(p=0.0)(x), x)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "efficientnet_lite0"])  # ImageNet and 0.5 normalisation
+def test_eval_transform_normalises_exactly_like_torchvision_without_torch_threads(arch):
+    """The picture path's last step is numpy (no intra-op threads per picture): same bits as
+    T.ToDtype(scale=True) + T.Normalize."""
+    from PIL import Image
+    from torchvision.transforms import v2 as T
+
+    from pokemon_classifier.presets import ScaleNormalize, eval_transform
+
+    pre = preprocessing(arch, 64)
+    assert isinstance(eval_transform(pre).transforms[-1], ScaleNormalize)
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 64, 64), (3, 73, 90)]:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        want = T.Normalize(pre["mean"], pre["std"])(T.ToDtype(torch.float32, scale=True)(x))
+        got = ScaleNormalize(pre["mean"], pre["std"])(x[:, 1:, :])  # a crop: a strided view
+        assert got.dtype == torch.float32 and torch.equal(got, want[:, 1:, :])
+    img = Image.fromarray(torch.randint(0, 256, (90, 120, 3), dtype=torch.uint8, generator=g).numpy())
+    old = T.Compose(eval_transform(pre).transforms[:-1] + [T.ToDtype(torch.float32, scale=True),
+                                                          T.Normalize(pre["mean"], pre["std"])])
+    assert torch.equal(eval_transform(pre)(img), old(img))

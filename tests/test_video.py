@@ -138,3 +138,67 @@ def test_a_one_frame_clip(tmp_path):
     v = _write_clip(tmp_path / "single.mp4", [(COLOURS[25], 0.1)])
     r = _oracle().predict_video(v, fps=2)
     assert r["frames"] == 1 and [p["name"] for p in r["pokemon"]] == ["Pikachu"]
+
+
+# ------------------------------------------------------------------ the one sampler
+def _plain_clip(path, w=128, h=96, seconds=1.0, fps=10):
+    import numpy as np
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(int(seconds * fps)):
+            a = np.full((h, w, 3), 40 + 20 * i, dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def test_predict_and_the_app_use_the_one_sampler(tmp_path, monkeypatch):
+    from pokemon_classifier import predict, serving, video
+
+    v = _plain_clip(tmp_path / "v.mp4")
+    calls = []
+    real = video.sample_frames
+
+    def spy(src, fps, **kw):
+        calls.append((type(src).__name__, fps, kw.get("min_side")))
+        return real(src, fps, **kw)
+
+    monkeypatch.setattr(video, "sample_frames", spy)
+    a = list(predict.iter_video_frames(v, 2.0, min_side=40))
+    b = list(serving.video_frames(v.read_bytes(), 2.0, 60, 100, min_side=40))
+    assert calls == [("PosixPath", 2.0, 40), ("bytes", 2.0, 40)]
+    assert [t for t, _ in a] == [t for t, _ in b] == [0.0, 0.5]
+    assert all(np.array_equal(np.asarray(f), np.asarray(g)) for (_, f), (_, g) in zip(a, b))
+
+
+def test_large_frames_are_shrunk_as_they_are_decoded(tmp_path):
+    from pokemon_classifier.video import reduced_size, sample_frames
+
+    v = _plain_clip(tmp_path / "v.mp4", 128, 96)
+    assert [f.size for _, f in sample_frames(v, 2.0, min_side=40)] == [(53, 40)] * 2  # 96 >= 2 x 40
+    assert [f.size for _, f in sample_frames(v, 2.0, min_side=49)] == [(128, 96)] * 2  # 96 < 2 x 49: as decoded
+    assert [f.size for _, f in sample_frames(v, 2.0)] == [(128, 96)] * 2
+    assert reduced_size(3840, 2160, 238) == (423, 238) and reduced_size(2160, 3840, 238) == (238, 423)
+    # the model's own resize of the shrunk frame is then a no-op: same size torchvision computes
+    import torch
+    from torchvision.transforms import v2 as T
+
+    assert T.Resize(238)(torch.zeros(3, 2160, 3840, dtype=torch.uint8)).shape[1:] == (238, 423)
+
+
+def test_shrunk_frame_keeps_the_picture(tmp_path):
+    """Shrinking at decode is area averaging: the frame looks like the full frame resized."""
+    from PIL import Image
+
+    from pokemon_classifier.video import sample_frames
+
+    v = _plain_clip(tmp_path / "v.mp4", 128, 96)
+    (_, full), = list(sample_frames(v, 1.0))[:1]
+    (_, small), = list(sample_frames(v, 1.0, min_side=40))[:1]
+    ref = np.asarray(full.resize(small.size, Image.BICUBIC), dtype=float)
+    assert np.abs(np.asarray(small, dtype=float) - ref).mean() < 3

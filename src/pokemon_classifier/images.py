@@ -76,9 +76,12 @@ def check_shape(w: int, h: int, what: str = "<image>", max_pixels: int = MAX_PIX
                          f"(at most {MAX_ASPECT}:1 is accepted)")
 
 
-def load_image(src, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(src, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Decode `src` (path, bytes, file object or PIL image) to an RGB PIL image.
 
+    `min_side`: a JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or 1/8 scale
+    (Image.draft: the DCT is scaled, so most of the decoding is skipped), the smallest that keeps the
+    shorter side >= min_side; the model resizes to min_side anyway. Smaller pictures decode as before.
     Raises ImageError("<file>: <reason>") for anything that is not a usable raster image, or whose
     shape check_shape refuses (every entry point decodes through here, so all get the same limits).
     """
@@ -101,6 +104,8 @@ def load_image(src, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
                 check_shape(*im.size, what, max_pixels)
+                if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
+                    im.draft(None, (min_side, min_side))  # scale = shorter side // min_side, rounded down to 1/2^k
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)
                 im.load()

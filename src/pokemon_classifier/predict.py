@@ -29,7 +29,7 @@ import torch
 
 from pokemon_classifier import pokedex
 from pokemon_classifier.errors import ImageError, UserError
-from pokemon_classifier.presets import eval_transform
+from pokemon_classifier.presets import eval_transform, resize_size
 from pokemon_classifier.runtime import DEVICE_HELP
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -207,7 +207,7 @@ class Classifier:
             times.extend(batch_t)
             batch.clear(), batch_t.clear()
 
-        for t, frame in iter_video_frames(path, fps):
+        for t, frame in iter_video_frames(path, fps, resize_size(self.meta["preprocessing"])):
             batch.append(self.transform(frame))
             batch_t.append(t)
             if len(batch) == batch_size:
@@ -229,31 +229,17 @@ def video_result(clf: Classifier, times, frames, probs: np.ndarray, fps: float, 
     return {"frames": len(times), "fps": fps, **story, "overall": overall}
 
 
-def iter_video_frames(path, fps: float = 2.0):
-    """(time in s, PIL RGB frame) every 1/fps seconds, decoded with PyAV."""
+def iter_video_frames(path, fps: float = 2.0, min_side: int | None = None):
+    """(time in s, PIL RGB frame) every 1/fps seconds: video.sample_frames, the app's sampler too."""
+    from pokemon_classifier.video import sample_frames
+
     try:
-        import av
+        import av  # noqa: F401
     except ImportError:
         raise UserError("video needs PyAV: pip install av") from None
     if fps <= 0:
         raise UserError(f"--fps {fps} must be positive")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise ImageError(f"{path}: not a readable video ({e})") from None
-    with container:
-        stream = container.streams.video[0] if container.streams.video else None
-        if stream is None:
-            raise ImageError(f"{path}: no video stream")
-        next_t = 0.0
-        try:
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else next_t
-                if t + 1e-6 >= next_t:
-                    yield t, frame.to_image().convert("RGB")
-                    next_t += 1.0 / fps
-        except av.error.FFmpegError as e:
-            raise ImageError(f"{path}: video decoding failed ({e})") from None
+    yield from sample_frames(path, fps, min_side=min_side, name=str(path))
 
 
 def expand_inputs(specs) -> list[Path]:

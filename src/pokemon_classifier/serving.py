@@ -9,21 +9,22 @@
   request never waits for company that is not coming. Jobs are served
   first in, first out and never split, so a video that feeds its frames in chunks (awaiting each)
   delays an image request by at most one batch.
+- FairTurns: the video decoder's queue, fair between clients one chunk at a time.
 - CappedBody: an ASGI middleware that counts the bytes of `http.request` messages as they arrive and
   answers 413 the moment a body (chunked, or with a lying Content-Length) passes the cap; nothing past
   the cap is read, buffered or spooled.
-- video_frames: PyAV decoding from memory with limits (duration, frames, pixels per frame) checked
-  from the header before any frame is decoded and again on every frame (headers can lie).
+- video_frames: the one video sampler (video.sample_frames) on an upload in memory, with the app's
+  limits (duration, frames, pixels per frame).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import io
+import heapq
+import itertools
 import json
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -31,14 +32,13 @@ from collections import deque
 import numpy as np
 import torch
 
-from pokemon_classifier.errors import ImageError
 from pokemon_classifier.images import MAX_PIXELS
+from pokemon_classifier import video
+from pokemon_classifier.video import LimitExceeded
+
+__all__ = ["LimitExceeded", "video_frames"]  # re-exported: the app's 413 and its video sampler
 
 log = logging.getLogger("pokemon_classifier.serve")
-
-
-class LimitExceeded(Exception):
-    """A request is well-formed but over a configured limit (answered with 413)."""
 
 
 # ------------------------------------------------------------------ batching
@@ -130,6 +130,59 @@ class Batcher:
             for j in jobs:
                 j[3].set_result(results[i:i + len(j[1])])
                 i += len(j[1])
+
+
+# ------------------------------------------------------------------ fair turns
+class FairTurns:
+    """Turns at one resource (the video decoder), shared fairly between clients (start-time fair
+    queueing: a client's next turn is tagged one after its last, never before the turn being served,
+    and the smallest tag goes next). A clip takes one turn per chunk, so a second client's short clip
+    waits for about one chunk of a long clip, not for all of it; a client's clips share its share.
+    Used from one event loop.
+
+        async with turns.turn(request.client.host):
+            chunk = await loop.run_in_executor(pool, next, frames, None)
+    """
+
+    def __init__(self):
+        self._busy = False
+        self._now = 0  # the tag of the turn being served
+        self._next: dict = {}  # client -> the tag its next turn gets at the earliest
+        self._waiting: list = []  # heap of (tag, arrival, future)
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, client):
+        import asyncio
+
+        tag = max(self._now, self._next.get(client, 0))
+        self._next[client] = tag + 1
+        if self._busy:
+            fut = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (tag, next(self._arrivals), fut))
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():  # granted just as it was cancelled: pass it on
+                    self._release()
+                raise
+        else:
+            self._busy, self._now = True, tag
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            tag, _, fut = heapq.heappop(self._waiting)
+            if not fut.done():  # a cancelled waiter is skipped
+                self._now = tag
+                fut.set_result(None)
+                return
+        self._busy = False
+        # clients whose next turn would be tagged now anyway need no entry: memory stays bounded
+        self._next = {c: t for c, t in self._next.items() if t > self._now}
 
 
 # ------------------------------------------------------------------ body cap
@@ -287,62 +340,12 @@ def json_error_protocol():
 
 
 # ------------------------------------------------------------------ video
-def video_frames(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int = MAX_PIXELS):
-    """(time in s, PIL RGB frame) every 1/fps seconds of an in-memory video, within the limits.
-
-    Raises ImageError (not a video, no decodable frames) or LimitExceeded. Messages never name a file:
-    the upload is decoded from memory and never touches the file system."""
-    import av
-
-    if not (math.isfinite(fps) and fps > 0):
-        raise ImageError(f"fps must be a positive number, got {fps}")
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise ImageError(_av_reason(e)) from None
-    with container:
-        if not container.streams.video:
-            raise ImageError("no video stream")
-        stream = container.streams.video[0]
-        _check_pixels(stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        if duration is not None and duration > max_seconds:
-            raise LimitExceeded(f"video is {duration:.0f} s long; the limit is {max_seconds:g} s")
-        # A cap on decoded frames too: a 1000-fps stream costs decoding time even if few are sampled.
-        max_decoded = int(max_seconds * 240) + 1
-        next_t, sampled, decoded = 0.0, 0, 0
-        try:
-            for frame in container.decode(stream):
-                decoded += 1
-                _check_pixels(frame.width, frame.height, max_pixels)
-                t = float(frame.time) if frame.time is not None else next_t
-                if t > max_seconds:
-                    raise LimitExceeded(f"video is longer than the limit of {max_seconds:g} s")
-                if decoded > max_decoded:
-                    raise LimitExceeded(f"video has more than {max_decoded} frames")
-                if t + 1e-6 >= next_t:
-                    sampled += 1
-                    if sampled > max_frames:
-                        raise LimitExceeded(f"more than {max_frames} frames at {fps:g} fps; lower fps or send a "
-                                            "shorter clip")
-                    yield t, frame.to_image().convert("RGB")
-                    next_t += 1.0 / fps
-        except av.error.FFmpegError as e:
-            raise ImageError(f"video decoding failed ({_av_reason(e)})") from None
-
-
-def _check_pixels(w: int, h: int, max_pixels: int) -> None:
-    if w * h > max_pixels:
-        raise LimitExceeded(f"video frames are {w}x{h} px; the limit is {max_pixels:,} px per frame")
-
-
-def _av_reason(e: Exception) -> str:
-    # FFmpeg errors carry the file name (here a BytesIO repr) after the message: keep the message only.
-    return getattr(e, "strerror", None) or str(e).split(":")[0] or type(e).__name__
+def video_frames(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int = MAX_PIXELS,
+                 min_side: int | None = None):
+    """(time in s, PIL RGB frame) every 1/fps seconds of an in-memory upload: video.sample_frames with
+    the app's limits. Messages never name a file: the upload never touches the file system."""
+    return video.sample_frames(data, fps, min_side=min_side, max_seconds=max_seconds, max_frames=max_frames,
+                         max_pixels=max_pixels)
 
 
 def frame_chunks(frames, preprocess, size: int):

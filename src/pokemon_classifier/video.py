@@ -1,7 +1,14 @@
-"""The story of a clip: which Pokemon appear, in order, and when.
+"""The frames of a clip and its story: which Pokemon appear, in order, and when.
 
+    for t, frame in sample_frames("clip.mp4", fps=2, min_side=238): ...   # the one video sampler
     story = tell(times, frame_results, step=0.5)
     story["headline"]   # "Pikachu 0–2 s, Charizard 2.5–4.5 s" or "no Gen-1 Pokémon found"
+
+sample_frames is used by both `predict` (a file) and the app (an upload in memory): one frame every
+1/fps seconds, each shrunk while it is converted to RGB (a 4K frame never becomes a 4K RGB picture
+when the model needs 238 px), decoded on one thread (one clip costs at most one core), and held to
+the limits (duration, frames, pixels per frame) from the header before any frame is decoded and
+again on every frame (headers can lie).
 
 A verdict that averages every frame (blank fades included) says "unknown" for a clip of three
 Pokemon each shown perfectly; a story is built from confident frames only: runs of one verdict
@@ -12,7 +19,98 @@ left out of the list.
 
 from __future__ import annotations
 
+import io
+import math
+
 import numpy as np
+
+from pokemon_classifier.errors import ImageError
+
+
+class LimitExceeded(Exception):
+    """A video is well-formed but over a configured limit (the app answers 413)."""
+
+
+def sample_frames(src, fps: float, *, min_side: int | None = None, max_seconds: float = math.inf,
+                  max_frames: int | None = None, max_pixels: int | None = None, name: str | None = None):
+    """(time in s, PIL RGB frame) every 1/fps seconds of a video file (path) or upload (bytes).
+
+    `min_side`: frames whose shorter side is at least twice this are scaled while converted to RGB
+    so that the shorter side is exactly `min_side` (what the model's resize would make of them).
+    Raises ImageError (not a video, no stream, decoding failed; prefixed with `name` when given) or
+    LimitExceeded (longer than max_seconds, more than max_frames sampled, frames over max_pixels)."""
+    import av
+
+    prefix = f"{name}: " if name else ""
+    if not (math.isfinite(fps) and fps > 0):
+        raise ImageError(f"{prefix}fps must be a positive number, got {fps}")
+    try:
+        container = av.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise ImageError(f"{name}: not a readable video ({_av_reason(e)})" if name else _av_reason(e)) from None
+    with container:
+        if not container.streams.video:
+            raise ImageError(f"{prefix}no video stream")
+        stream = container.streams.video[0]
+        # One decoding thread: a clip may hold one core, never every core the model needs too.
+        stream.codec_context.thread_count = 1
+        _check_pixels(stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        if duration is not None and duration > max_seconds:
+            raise LimitExceeded(f"video is {duration:.0f} s long; the limit is {max_seconds:g} s")
+        # A cap on decoded frames too: a 1000-fps stream costs decoding time even if few are sampled.
+        max_decoded = int(max_seconds * 240) + 1 if math.isfinite(max_seconds) else None
+        next_t, sampled, decoded = 0.0, 0, 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                _check_pixels(frame.width, frame.height, max_pixels)
+                t = float(frame.time) if frame.time is not None else next_t
+                if t > max_seconds:
+                    raise LimitExceeded(f"video is longer than the limit of {max_seconds:g} s")
+                if max_decoded is not None and decoded > max_decoded:
+                    raise LimitExceeded(f"video has more than {max_decoded} frames")
+                if t + 1e-6 >= next_t:
+                    sampled += 1
+                    if max_frames is not None and sampled > max_frames:
+                        raise LimitExceeded(f"more than {max_frames} frames at {fps:g} fps; lower fps or send a "
+                                            "shorter clip")
+                    yield t, to_rgb(frame, min_side)
+                    next_t += 1.0 / fps
+        except av.error.FFmpegError as e:
+            raise ImageError(f"{prefix}video decoding failed ({_av_reason(e)})") from None
+
+
+def reduced_size(w: int, h: int, min_side: int | None) -> tuple[int, int]:
+    """(w, h) with the shorter side scaled to `min_side` (torchvision's rounding, so the model's own
+    resize is then a no-op) when it is at least twice `min_side`; else (w, h) unchanged."""
+    short, long = min(w, h), max(w, h)
+    if not min_side or short < 2 * min_side:
+        return w, h
+    other = int(min_side * long / short)
+    return (other, min_side) if w >= h else (min_side, other)
+
+
+def to_rgb(frame, min_side: int | None = None):
+    """A decoded frame -> PIL RGB, scaled in the same pass (swscale, area averaging) when large."""
+    w, h = reduced_size(frame.width, frame.height, min_side)
+    if (w, h) == (frame.width, frame.height):
+        return frame.to_image().convert("RGB")
+    return frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+
+
+def _check_pixels(w: int, h: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and w * h > max_pixels:
+        raise LimitExceeded(f"video frames are {w}x{h} px; the limit is {max_pixels:,} px per frame")
+
+
+def _av_reason(e: Exception) -> str:
+    # FFmpeg errors carry the file name (here a BytesIO repr) after the message: keep the message only.
+    return getattr(e, "strerror", None) or str(e).split(":")[0] or type(e).__name__
 
 
 def segments_of(times: list[float], frames: list[dict], step: float) -> list[dict]:

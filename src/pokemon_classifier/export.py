@@ -3,6 +3,7 @@
     pokemon-classifier export --weights best.pt --onnx model.onnx
     pokemon-classifier predict --backend onnx --weights model.onnx photo.jpg
     pokemon-classifier evaluate --weights model.onnx --data data/ --split test   # same figures as best.pt
+    pokemon-classifier export --web site/       # a static site that classifies in the browser (web.py)
 """
 
 from __future__ import annotations
@@ -132,15 +133,25 @@ def cached_onnx(weights) -> Path:
 
 
 def add_arguments(p) -> None:
-    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.fileio import out_dir, out_file
     from pokemon_classifier.runtime import positive_int
 
     p.add_argument("--weights", help="checkpoint (default: best.pt at the repository root)")
-    p.add_argument("--onnx", type=out_file, required=True, help="output .onnx file")
+    p.add_argument("--onnx", type=out_file, help="output .onnx file")
+    p.add_argument("--web", type=out_dir, metavar="DIR",
+                   help="write a static site that classifies in the browser, offline (see web.py)")
     p.add_argument("--opset", type=positive_int, default=17)
 
 
 def main(args) -> int:
+    if args.web is None and args.onnx is None:
+        raise UserError("export needs --onnx FILE or --web DIR")
+    if args.web is not None:  # the site carries its own ONNX export (web.py)
+        from pokemon_classifier import web
+
+        web.main(args)
+        if args.onnx is None:
+            return 0
     weights = resolve_weights(args.weights)
     delta = export_onnx(weights, args.onnx, args.opset)
     print(f"wrote {args.onnx} ({args.onnx.stat().st_size / 1e6:.1f} MB); ONNX Runtime vs PyTorch max |Δprob| = {delta:.2e}")

@@ -194,7 +194,9 @@ async function liveLoop(video) {
       live.frames++;
       live.last = r;
       const secs = (performance.now() - live.started) / 1000;
-      $("overlay").textContent = r.unknown ? "?" : `${nameOf(r.dex_id)} ${pct(r.probability)}`;
+      const guess = r.topk[0];
+      $("overlay").textContent = r.unknown ? `Not sure (maybe ${nameOf(guess.dex_id)}, ${pct(guess.probability)})`
+        : `${nameOf(r.dex_id)} ${pct(r.probability)}`;
       $("fps").textContent = `${(live.frames / secs).toFixed(1)} frames/s, on this device`;
     }
     await new Promise((resolve) => setTimeout(resolve, 0));

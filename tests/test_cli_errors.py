@@ -64,6 +64,7 @@ CASES = [
       for cmd, argv in (("evaluate", "evaluate --weights W --data {T}/data"),
                         ("predict", "predict --weights W {T}/data/images"),
                         ("export", "export --weights W --onnx {T}/out/x.onnx"),
+                        ("export-web", "export --weights W --web {T}/out/site"),
                         ("calibrate", "calibrate --weights W --data {T}/data"),
                         ("soup", "soup {T}/good.pt W --out {T}/out/soup.pt"),
                         ("clean", "clean {T}/data --weights W --no-progress"),
@@ -208,7 +209,7 @@ def test_bad_input_is_one_line_error(corpus, case, argv, needle):
 
 def test_no_output_left_behind_by_refused_runs(corpus):
     """The refused runs above write nothing where the user pointed them (soup/export/split outputs)."""
-    for name in ("out/x.onnx", "out/soup.pt", "out/s.pt", "out/hs.csv", "a_folder/splits.csv"):
+    for name in ("out/x.onnx", "out/site", "out/soup.pt", "out/s.pt", "out/hs.csv", "a_folder/splits.csv"):
         assert not (corpus / name).exists(), name
     assert (corpus / "a_file").read_text() == "not a folder\n"
 

@@ -4,6 +4,7 @@
     pokemon-classifier predict --backend onnx --weights model.onnx photo.jpg
     pokemon-classifier evaluate --weights model.onnx --data data/ --split test   # same figures as best.pt
     pokemon-classifier export --int8 --data data/ --splits s.csv --negatives neg/ --out best.pt  # quantize.py
+    pokemon-classifier export --web site/       # a static site that classifies in the browser (web.py)
 """
 
 from __future__ import annotations
@@ -157,11 +158,13 @@ def _intact(onnx_path: Path) -> bool:
 
 
 def add_arguments(p) -> None:
-    from pokemon_classifier.fileio import out_file
+    from pokemon_classifier.fileio import out_dir, out_file
     from pokemon_classifier.runtime import positive_int
 
     p.add_argument("--weights", help="checkpoint (default: best.pt at the repository root)")
-    p.add_argument("--onnx", type=out_file, help="output .onnx file (required without --int8)")
+    p.add_argument("--onnx", type=out_file, help="output .onnx file (required without --int8 or --web)")
+    p.add_argument("--web", type=out_dir, metavar="DIR",
+                   help="write a static site that classifies in the browser, offline (see web.py)")
     p.add_argument("--opset", type=positive_int, default=17)
     from pokemon_classifier import quantize
 
@@ -169,6 +172,14 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    if args.web is None and args.onnx is None and not getattr(args, "int8", False):
+        raise UserError("export needs --onnx FILE, --int8 or --web DIR")
+    if args.web is not None:  # the site carries its own ONNX export (web.py)
+        from pokemon_classifier import web
+
+        web.main(args)
+        if args.onnx is None and not getattr(args, "int8", False):
+            return 0
     weights = resolve_weights(args.weights)
     if getattr(args, "int8", False):  # quantise, gate and record: quantize.py
         from pokemon_classifier import quantize

@@ -158,7 +158,7 @@ class Batches:
 
     def get_next(self):
         if self._it is None:
-            from pokemon_classifier.predict import readable_batches
+            from pokemon_classifier.data import readable_batches
 
             errors: dict = {}
             self._it = iter(readable_batches(self.paths, self.preprocessing, errors, self.batch_size, workers=0))

@@ -1,0 +1,302 @@
+"""`export --web`: the static site, and in real headless Chromium (served by a loopback http.server): the
+same answers as `predict` on >= 200 pictures, the JavaScript preprocessing equal to eval_transform, offline
+after the first visit (service worker), the install manifest, the live camera. Browser tests skip (with the
+reason) where Chromium or Playwright is absent."""
+
+import contextlib
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CLASSES, SHARED, draw_shape, run_cli, tiny_checkpoint
+from pokemon_classifier import pokedex, web
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream"]
+N_PARITY = 200
+
+
+# ------------------------------------------------------------------ the site's files (no browser)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("web") / "m.pt", 64, unknown_threshold=0.3)
+
+
+def test_export_web_writes_a_complete_site(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    site = tmp_path / "site"
+    code, out, err = run_cli("export", "--weights", tiny, "--web", site)
+    assert code == 0, err
+    assert "python -m http.server" in out
+    for name in ("index.html", "app.js", "preprocess.js", "style.css", "sw.js", "model.onnx", "pokedex.json",
+                 "manifest.webmanifest", "favicon.png", "ort/ort.wasm.bundle.min.mjs",
+                 "ort/ort-wasm-simd-threaded.wasm", "ort/LICENSE"):
+        assert (site / name).is_file(), name
+    assert "MIT License" in (site / "ort" / "LICENSE").read_text()
+    html = (site / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN or anywhere else
+
+    cfg = json.loads((site / web.MARKER).read_text())
+    assert cfg["model"] == "model.onnx" and cfg["class_ids"] == list(pokedex.IDS)
+    assert cfg["threshold"] == 0.3 and cfg["open_set_threshold"] is None  # predict's rule without a score
+    assert cfg["preprocessing"]["interpolation"] == "bilinear"
+
+    dex = json.loads((site / "pokedex.json").read_text())
+    assert set(dex["languages"]) == set(pokedex.LANGUAGES) and len(dex["pokemon"]) == 151
+    assert dex["pokemon"]["122"]["names"]["de"] == pokedex.localized_name(122, "de")
+    assert dex["types"][pokedex.types(25)[0]]["ja"] == pokedex.type_name(pokedex.types(25)[0], "ja")
+
+    m = json.loads((site / "manifest.webmanifest").read_text())
+    assert m["display"] == "standalone" and m["start_url"] == "./"
+    for entry in m["icons"]:
+        w, h = map(int, entry["sizes"].split("x"))
+        assert Image.open(site / entry["src"]).size == (w, h)
+
+    sw = (site / "sw.js").read_text()
+    files = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and p.name != "sw.js")
+    assert all(f'"{f}"' in sw for f in files)  # the service worker keeps every file for offline use
+    assert "__VERSION__" not in sw and "__FILES__" not in sw
+
+
+def test_export_web_replaces_its_own_site_and_refuses_other_folders(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    site = tmp_path / "site"
+    assert run_cli("export", "--weights", tiny, "--web", site)[0] == 0
+    (site / "stale.txt").write_text("from an older export")
+    assert run_cli("export", "--weights", tiny, "--web", site)[0] == 0
+    assert not (site / "stale.txt").exists()  # a re-export is the new site, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]  # no temp folders left
+
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.jpg").write_bytes(b"mine")
+    code, _, err = run_cli("export", "--weights", tiny, "--web", other)
+    assert code == 2 and "not empty" in err and str(other) in err and len(err.strip().splitlines()) == 1
+    assert (other / "keep.jpg").read_bytes() == b"mine"
+
+
+def test_export_needs_onnx_or_web(tiny):
+    code, _, err = run_cli("export", "--weights", tiny)
+    assert code != 0 and "--onnx" in err and "--web" in err
+
+
+def test_vendored_onnxruntime_web_is_complete_and_checksummed():
+    import hashlib
+
+    sums = dict(line.split()[::-1] for line in (web.VENDOR / "SHA256SUMS").read_text().splitlines())
+    for name, digest in sums.items():
+        assert hashlib.sha256((web.VENDOR / name).read_bytes()).hexdigest() == digest, name
+    assert set(sums) == {f for f in web.ORT_FILES if f not in ("LICENSE", "VERSION")}
+
+
+def test_the_wheel_carries_the_site_assets():
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = Path(web.__file__).parent
+    for f in [*(web.PAGE / n for n in (*web.PAGE_FILES, "sw.js")), *(web.VENDOR / n for n in web.ORT_FILES)]:
+        assert f.is_file(), f
+        rel = f.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs["pokemon_classifier"]), rel
+
+
+# ------------------------------------------------------------------ in Chromium
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def static_server(root: Path):
+    """`python -m http.server` in a thread on a free loopback port; yields the base URL."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        t.join(10)
+
+
+def parity_pictures(folder: Path, n: int = N_PARITY) -> list[Path]:
+    """The shared test pictures (every k-th, so all classes take part) or, without them, generated ones
+    of varied sizes, aspect ratios and formats (JPEG, PNG with transparency, greyscale)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = sorted((SHARED / "images").rglob("*.jpg")) if SHARED.is_dir() else []
+    out = []
+    if len(shared) >= n:
+        for i, p in enumerate(shared[:: len(shared) // n][:n]):
+            out.append(folder / f"{i}.jpg")
+            shutil.copyfile(p, out[-1])
+        return out
+    rng = np.random.default_rng(0)
+    shapes = list(CLASSES.values())
+    for i in range(n):
+        shape, colour = shapes[i % len(shapes)]
+        im = draw_shape(shape, colour, size=int(rng.integers(48, 400)), rng=rng)
+        im = im.resize((im.width, int(im.height * rng.uniform(0.5, 2.0))))
+        if i % 4 == 1:
+            im = im.convert("L")
+        if i % 4 == 2:
+            im = im.convert("RGBA")
+            im.putalpha(Image.fromarray((rng.random(im.size[::-1]) * 255).astype(np.uint8)))
+            out.append(folder / f"{i}.png")
+            im.save(out[-1])
+            continue
+        out.append(folder / f"{i}.jpg")
+        im.save(out[-1], quality=int(rng.integers(60, 96)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site of the shipped model (open-set score included) when the checkout has best.pt, else of a
+    tiny random one; with the parity pictures beside it and their `predict` answers."""
+    pytest.importorskip("onnxruntime")
+    from pokemon_classifier.export import export_onnx
+    from pokemon_classifier.predict import Classifier
+
+    root = tmp_path_factory.mktemp("site")
+    weights = ROOT / "best.pt" if (ROOT / "best.pt").is_file() else tiny_checkpoint(root / "m.pt", 64)
+    onnx = root / "m.onnx"
+    export_onnx(weights, onnx, check=False)  # not the user cache: tests leave it alone
+    site = root / "site"
+    web.build_site(site, onnx)
+    pics = parity_pictures(site / "_pictures")
+    clf = Classifier.load(weights)  # torch, as `predict` runs by default
+    expected = []
+    for p in pics:
+        x = clf.preprocess(p)[None]
+        probs, scores = clf.forward(x)
+        expected.append({**clf.predict(p), "probs": probs[0],
+                         "score": None if scores is None else float(scores[0])})
+    with static_server(site) as url:
+        yield {"url": url, "dir": site, "pictures": pics, "expected": expected, "clf": clf}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def _open(browser, site, viewport=(1280, 800)):
+    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    ctx.grant_permissions(["camera"], origin=site["url"].rstrip("/"))
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site["url"])
+    page.evaluate("window.pokedex.ready")
+    assert not errors, errors
+    return page
+
+
+def test_same_answers_as_predict_in_chromium(browser, site):
+    page = _open(browser, site)
+    urls = [p.relative_to(site["dir"]).as_posix() for p in site["pictures"]]
+    got = page.evaluate("(urls) => window.pokedex.classifyUrls(urls)", urls)
+    page.context.close()
+    assert len(got) == len(site["expected"]) >= N_PARITY
+    worst_p = worst_s = 0.0
+    for path, g, e in zip(site["pictures"], got, site["expected"]):
+        assert (g["name"], g["unknown"], g["dex_id"]) == (e["name"], e["unknown"], e["dex_id"]), path
+        assert [t["dex_id"] for t in g["topk"]] == [t["dex_id"] for t in e["topk"]], path
+        worst_p = max(worst_p, float(np.abs(np.array(g["probs"]) - e["probs"]).max()))
+        if e["score"] is not None:
+            worst_s = max(worst_s, abs(g["open_set_score"] - e["score"]))
+        else:
+            assert "open_set_score" not in g
+    assert worst_p <= 1e-3 and worst_s <= 1e-3, (worst_p, worst_s)
+
+
+def test_javascript_preprocessing_equals_eval_transform(browser, site):
+    """Odd sizes, up- and downscaling, both interpolations: the page's tensor is eval_transform's."""
+    from pokemon_classifier.presets import eval_transform
+
+    page = _open(browser, site)
+    rng = np.random.default_rng(1)
+    for (w, h), mode in [((640, 480), "bicubic"), ((37, 300), "bicubic"), ((239, 238), "bilinear"),
+                         ((100, 80), "bilinear"), ((1001, 999), "bicubic")]:
+        pre = {"size": 208 if mode == "bicubic" else 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+               "interpolation": mode, "crop_pct": 0.875}
+        a = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        want = eval_transform(pre)(Image.fromarray(a)).numpy()
+        rgba = np.dstack([a, np.full((h, w, 1), 255, np.uint8)]).ravel().tolist()
+        got = page.evaluate("""async ([rgba, w, h, pre]) => {
+            const { toInput } = await import('./preprocess.js');
+            return Array.from(toInput(new Uint8Array(rgba), w, h, pre));
+        }""", [rgba, w, h, pre])
+        assert np.abs(np.array(got, np.float32).reshape(want.shape) - want).max() < 1e-5, (w, h, mode)
+    page.context.close()
+
+
+def test_works_offline_after_the_first_visit_and_is_installable(browser, site):
+    with static_server(site["dir"]) as url:  # a server of its own, stopped below: really no network
+        page = _open(browser, {**site, "url": url})
+        assert page.evaluate("window.pokedex.offlineReady") is True  # service worker active, files cached
+        manifest = page.evaluate("""async () => {
+            const link = document.querySelector('link[rel=manifest]');
+            return (await fetch(link.href)).json();
+        }""")
+    assert manifest["display"] == "standalone" and any(i["sizes"] == "512x512" for i in manifest["icons"])
+    page.context.set_offline(True)
+    assert page.evaluate("fetch('_pictures/0.jpg?uncached').then(() => 'reached', () => 'failed')") == "failed"
+    page.reload()
+    page.evaluate("window.pokedex.ready")  # page, ONNX Runtime and the model, all from the cache
+    assert page.evaluate("navigator.serviceWorker.controller !== null")
+    pic, exp = site["pictures"][0], site["expected"][0]
+    page.set_input_files("#file", str(pic))
+    page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=30000)
+    want = "Not sure" if exp["unknown"] else pokedex.localized_name(exp["dex_id"], "en")
+    assert want in page.inner_text("#verdict")
+    page.context.close()
+
+
+def test_live_camera_verdict_on_the_video_on_a_phone(browser, site):
+    page = _open(browser, site, viewport=(390, 844))
+    page.click("#camera")
+    page.wait_for_function("window.pokedex.live.frames >= 3", timeout=60000)
+    assert page.inner_text("#overlay").strip()
+    video, overlay = page.locator("#video").bounding_box(), page.locator("#overlay").bounding_box()
+    assert video["y"] <= overlay["y"] and overlay["y"] + overlay["height"] <= video["y"] + video["height"]
+    assert overlay["y"] + overlay["height"] <= 844  # in view on the phone, not below the fold
+    page.click("#camera")
+    page.wait_for_function("document.getElementById('live').hidden")
+    page.context.close()
+
+
+def test_unreadable_picture_says_which_and_what_to_do(browser, site, tmp_path):
+    page = _open(browser, site)
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"not a picture at all")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=10000)
+    msg = page.inner_text("#error")
+    assert "notes.jpg" in msg and "JPEG or PNG" in msg
+    png = io.BytesIO()
+    draw_shape("square", CLASSES[4][1]).save(png, "PNG")
+    ok = tmp_path / "ok.png"
+    ok.write_bytes(png.getvalue())
+    page.set_input_files("#file", str(ok))
+    page.wait_for_function("document.getElementById('error').textContent === ''", timeout=30000)
+    page.context.close()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from conftest import draw_shape, run_cli, tiny_checkpoint
+from helpers import draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.explain import Explainer, crop_box, to_original
 from pokemon_classifier.presets import eval_transform

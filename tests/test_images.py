@@ -162,7 +162,7 @@ def test_heic_and_avif_read_everywhere(tmp_path, fmt):
 def test_large_jpeg_decodes_at_a_reduced_scale_and_keeps_its_top1(tmp_path):
     """A 1664x1248 photo for a model that needs 104 px is decoded at 1/8 (208x156), not in full, and the
     tiny model's verdict is the one it gives on the fully decoded picture."""
-    from conftest import CLASSES, draw_shape, tiny_checkpoint
+    from helpers import CLASSES, draw_shape, tiny_checkpoint
     from pokemon_classifier.predict import Classifier
     from pokemon_classifier.presets import resize_size
 

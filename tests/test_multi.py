@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import draw_shape, run_cli, tiny_checkpoint
+from helpers import draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import multi
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.images import load_image

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from conftest import run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
 from pokemon_classifier import openset, pokedex, quantize  # noqa: E402
 from pokemon_classifier.models import build_model, preprocessing  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, draw_shape, served_app, tiny_checkpoint
+from helpers import CLASSES, draw_shape, served_app, tiny_checkpoint
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, SHARED, draw_shape, run_cli, tiny_checkpoint
+from helpers import CLASSES, SHARED, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import pokedex, web
 
 ROOT = Path(__file__).resolve().parents[1]

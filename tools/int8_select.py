@@ -1,0 +1,95 @@
+"""Choose the int8 recipe without the test split: agreement with fp32 on held-out tuning data.
+
+    python tools/int8_select.py --weights best.pt --data data/pokemon --splits runs/splits_final.csv \
+        --negatives ../shared/data/negatives
+
+Each recipe is quantised exactly as `export --int8` does (the same 128 calibration pictures of the
+val slice) and compared with the fp32 ONNX graph on what neither calibration nor the gate reads:
+the val pictures left out of calibration and the tuning half of the negatives (the half the
+open-set head was fitted on; the reporting half stays for the gate). It counts the pictures whose
+top-1 or whose open-set verdict (accept / unknown) changes, and prints the recipes best first.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from pokemon_classifier import openset, quantize as Q
+from pokemon_classifier.annotations import safe_image_path
+from pokemon_classifier.data import readable_batches
+from pokemon_classifier.evaluate import select
+from pokemon_classifier.export import export_onnx
+from pokemon_classifier.models import read_checkpoint
+
+RECIPES = [
+    {"method": "minmax"},
+    {"method": "percentile"},
+    {"method": "entropy"},
+    {"method": "minmax", "exclude": ["first", "last"]},
+    {"method": "percentile", "exclude": ["first", "last"]},
+    {"method": "minmax", "exclude": ["depthwise"]},
+    {"method": "percentile", "exclude": ["depthwise"]},
+]
+
+
+def arrays(paths, pre):
+    errors, xs = {}, []
+    for _, x in readable_batches(paths, pre, errors, 32, workers=0):
+        xs.append(x.numpy().astype(np.float32))
+    return np.concatenate(xs)
+
+
+def run(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = [s.run(None, {"image": x[i:i + 32]}) for i in range(0, len(x), 32)]
+    return np.concatenate([o[0] for o in outs]).argmax(1), np.concatenate([o[1] for o in outs])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", default="best.pt")
+    p.add_argument("--data", required=True)
+    p.add_argument("--splits", required=True)
+    p.add_argument("--negatives", required=True)
+    p.add_argument("--calibration-images", type=int, default=128)
+    args = p.parse_args(argv)
+    ck = read_checkpoint(args.weights)
+    pre, thr = ck["preprocessing"], ck["openset"]["threshold"]
+    val = list(select(args.data, args.splits, "val")["img_name"])
+    rng = np.random.default_rng(0)  # the same draw as quantize.main
+    cal = set(sorted(rng.choice(len(val), min(len(val), args.calibration_images), replace=False)))
+    calib = [safe_image_path(args.data, n) for i, n in enumerate(val) if i in cal]
+    held = [safe_image_path(args.data, n) for i, n in enumerate(val) if i not in cal]
+    table = openset.read_negatives(args.negatives)
+    tuned = set(ck["openset"].get("tuned_on", []))
+    negs = [p for p in table["path"] if openset.file_key(p) in tuned]
+    x = np.concatenate([arrays(held, pre), arrays(negs, pre)])
+    print(f"held-out: {len(held)} val pictures + {len(negs)} tuning negatives", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as d:
+        fp32 = Path(d) / "fp32.onnx"
+        export_onnx(args.weights, fp32)
+        y32, s32 = run(fp32, x)
+        rows = []
+        for r in RECIPES:
+            q = Path(d) / "int8.onnx"
+            Q.quantize(fp32, q, Q.Batches(calib, pre), r["method"], True, r.get("exclude", ()), "qdq")
+            y8, s8 = run(q, x)
+            rows.append({"recipe": r, "top1_changed": int((y8 != y32).sum()),
+                         "verdict_changed": int(((s8 >= thr) != (s32 >= thr)).sum()),
+                         "score_mad": float(np.mean(np.abs(s8 - s32)))})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: (r["top1_changed"] + r["verdict_changed"], r["score_mad"]))
+    print(f"of {len(x)} held-out pictures, best first:")
+    for r in rows:
+        print(f"  {json.dumps(r['recipe']):<55} top-1 changed {r['top1_changed']:3d}  verdict changed "
+              f"{r['verdict_changed']:3d}  mean |score diff| {r['score_mad']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

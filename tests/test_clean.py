@@ -104,7 +104,7 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crashing_replace)  # what clean_apply moves files with
     with pytest.raises(KeyboardInterrupt):
-        clean.apply(data, dec, echo=lambda *a: None)
+        clean.apply(data, dec)
     monkeypatch.setattr(os, "replace", real)
     code, out, err = run_cli("clean", data, "--apply", tmp_path / "none.csv")  # any later call recovers first
     assert "finished an interrupted apply" in out and code == 2 and "not found" in err
@@ -113,6 +113,17 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
     assert all((data / "images" / n).is_file() for n in names)  # consistent: every row has its file
     assert "abra060.jpg" not in names and (data / "quarantine" / "abra060.jpg").is_file()
 
+
+def test_apply_and_undo_return_their_lines_and_print_nothing(planted, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    dec = tmp_path / "decisions.csv"
+    dec.write_text("img_name,action,new_label\nabra060.jpg,remove,\n")
+    done = clean.apply(data, dec)
+    assert done.lines[0].startswith("applied 0 relabels and 1 removals") and done.journal.is_file()
+    back = clean.undo(data)
+    assert back.undone == 1 and back.lines[0].startswith("undid ") and back.lines[0].endswith(str(done.journal))
+    assert capsys.readouterr().out == ""  # the clean command prints them
 
 def test_confident_learning_by_hand():
     import numpy as np

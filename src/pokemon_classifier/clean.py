@@ -213,6 +213,12 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _say(*lines: str) -> None:
+    for line in lines:
+        if line:
+            print(line)
+
+
 def main(args) -> int:
     # temp files of a killed clean (fileio's ".<target>.<random>.tmp"), only those from before this run
     started = time.time()
@@ -221,14 +227,16 @@ def main(args) -> int:
     if args.apply and args.undo:
         raise UserError("--apply and --undo are exclusive")
     if args.apply:
-        apply(args.data, args.apply)
+        _say(recover(args.data))  # before apply, which may refuse the decisions file after recovering
+        _say(*apply(args.data, args.apply).lines)
         return 0
     if args.all and args.undo is not True:
         raise UserError("--all goes with --undo and no journal: pokemon-classifier clean DATA --undo --all")
     if args.undo:
-        undo(args.data, None if args.undo is True else args.undo, all_=args.all)
+        _say(recover(args.data))
+        _say(*undo(args.data, None if args.undo is True else args.undo, all_=args.all).lines)
         return 0
-    recover(args.data)
+    _say(recover(args.data))
     read_annotations(args.data, purpose="clean")
     if args.weights:  # a bad checkpoint is refused before minutes of checking images, not after
         from pokemon_classifier.models import model_from_checkpoint, read_checkpoint

@@ -53,6 +53,21 @@ def test_finds_planted_problems(planted):
     assert {"near_duplicate"} & set(cand["finding"])  # the planted resized copies
     page = (planted / "clean" / "report.html").read_text()
     assert "squirtle050.jpg" in page and "data:image/jpeg;base64," in page and "decisions.csv" in page
+    assert "1 unreadable files" in out and "label-issue candidates (confident learning, 3-fold)" in out
+
+
+def test_find_candidates_tells_its_steps_to_on_step_and_prints_nothing(planted, monkeypatch, capsys):
+    row = clean.candidate("unreadable", "charmander099.jpg", 4, "not an image")
+    monkeypatch.setattr(clean, "broken_files", lambda *a: ([row], {"charmander099.jpg"}))
+    monkeypatch.setattr(clean, "duplicates", lambda *a: ([], 0, 0))
+    monkeypatch.setattr(clean, "feature_findings", lambda *a: ([], []))
+    said = []
+    cand = clean.find_candidates(planted, folds=3, progress=False, on_step=said.append)
+    assert list(cand["img_name"]) == ["charmander099.jpg"]
+    assert said == ["1 unreadable files", "0 duplicate groups (0 across classes)",
+                    "0 label-issue candidates (confident learning, 3-fold)"]
+    clean.find_candidates(planted, folds=3, progress=False)
+    assert capsys.readouterr().out == ""  # the clean command passes print
 
 
 def test_apply_then_undo_is_byte_identical(planted, tmp_path):

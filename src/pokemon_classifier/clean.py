@@ -171,8 +171,12 @@ def feature_findings(data_dir: Path, df: pd.DataFrame, weights, folds: int, top_
 
 
 def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, threshold=None,
-                    top_outliers: int = 50, progress: bool = True, echo=print) -> pd.DataFrame:
-    """Every finding, ranked within its kind; `echo` says how far it got (each step takes a while)."""
+                    top_outliers: int = 50, progress: bool = True, on_step=None) -> pd.DataFrame:
+    """Every finding, ranked within its kind.
+
+    `on_step` (the clean command passes print) is told each step's count as it ends: each takes a while.
+    """
+    echo = on_step or (lambda line: None)
     data_dir = Path(data_dir)
     df = read_annotations(data_dir)
     # 1. unreadable / too small
@@ -243,7 +247,7 @@ def main(args) -> int:
 
         model_from_checkpoint(read_checkpoint(args.weights), args.weights)
     cand = find_candidates(args.data, args.min_size, args.folds, args.weights, args.threshold, args.outliers,
-                           args.progress)
+                           args.progress, on_step=print)
     out = args.out or args.data / "clean"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(out / "candidates.csv", cand)

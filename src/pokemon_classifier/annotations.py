@@ -308,6 +308,7 @@ def import_from_folders(src, out, workers: int | None = None, strict: bool = Fal
     done = annotate(out, workers=workers)
     empty = [pokedex.display_name(i) for i in pokedex.IDS if i not in set(done.df["pokemon_id"])]
     if empty:
-        done.lines.append(f"warning: {len(empty)} of the {pokedex.NUM_CLASSES} classes got no images: {', '.join(empty)}")
+        done.lines.append(f"warning: {len(empty)} of the {pokedex.NUM_CLASSES} classes got no images: "
+                          + ", ".join(empty))
     done.lines[:0] = lines
     return done

@@ -234,8 +234,8 @@ def apply(data_dir, decisions_path) -> Outcome:
     atomic_write_text(_pending(data_dir), json.dumps(pending))
     recover(data_dir)
     n = journal["action"].value_counts()
-    done.lines.append(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals (to quarantine/); "
-         f"log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo")
+    done.lines.append(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals "
+                      f"(to quarantine/); log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo")
     done.journal = jpath
     return done
 

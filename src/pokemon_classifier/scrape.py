@@ -531,7 +531,8 @@ class Downloader:
         hashes = set(mf["sha256"]) | {sha256_file(p) for p in existing if p.name not in set(mf["img_name"])}
         hits, provider = self.find_hits(dex, need, seen_urls)
         if dry_run:
-            self.plan.append(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates from {provider or 'nobody'}")
+            self.plan.append(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates "
+                             f"from {provider or 'nobody'}")
             self.plan += [f"  {h.image_url}" for h in hits[:need]]
             return 0
         state = {"last": max((n for _, n in numbered), default=0), "saved": 0, "inflight": 0}

@@ -14,14 +14,14 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _machine import machine  # noqa: E402
 from fake_web import FakeWeb  # noqa: E402
 
-from pokemon_classifier.scrape import BingProvider, Downloader, HttpClient  # noqa: E402
+from pokemon_classifier.scrape import BingProvider, DownloadOptions, Downloader, HttpClient  # noqa: E402
 
 
 def run(web, workers, per_host, n):
     client = HttpClient(per_host=per_host, backoff=0.01)
     with tempfile.TemporaryDirectory() as d:
-        dl = Downloader(d, [BingProvider(client, web.url)], client, per_class=n, workers=workers, progress=False,
-                        max_pages=100)
+        dl = Downloader(d, [BingProvider(client, web.url)], client,
+                        DownloadOptions(per_class=n, workers=workers, progress=False, max_pages=100))
         t = time.perf_counter()
         got = dl.run([25])
         return got, time.perf_counter() - t

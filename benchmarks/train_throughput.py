@@ -23,16 +23,16 @@ from pokemon_classifier.annotations import read_annotations  # noqa: E402
 from pokemon_classifier.data import ImageDataset, TensorDataset8, build_cache  # noqa: E402
 from pokemon_classifier.models import build_model, freeze_stages, preprocessing  # noqa: E402
 from pokemon_classifier.presets import train_transform  # noqa: E402
-from pokemon_classifier.train import train_one_epoch  # noqa: E402
+from pokemon_classifier.train import EpochOptions, train_one_epoch  # noqa: E402
 
 
 def steps(model, loader, n, channels_last, micro=None):
     """img/s of train.py's own train_one_epoch over n batches, after one warm-up batch."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
-    run = dict(criterion=torch.nn.CrossEntropyLoss(), optimizer=opt, device=torch.device("cpu"), amp=False,
-               channels_last=channels_last, progress=False, micro_batch=micro)
-    train_one_epoch(model, loader, max_batches=1, **run)
-    return train_one_epoch(model, loader, max_batches=n, **run)["img_per_s"]
+    run = (model, loader, torch.nn.CrossEntropyLoss(), opt, torch.device("cpu"))
+    train_one_epoch(*run, EpochOptions(channels_last=channels_last, progress=False, max_batches=1, micro_batch=micro))
+    opts = EpochOptions(channels_last=channels_last, progress=False, max_batches=n, micro_batch=micro)
+    return train_one_epoch(*run, opts)["img_per_s"]
 
 
 def main():

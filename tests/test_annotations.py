@@ -33,6 +33,14 @@ def test_annotate_end_to_end(synth_data):
     assert counts == sorted(counts)
 
 
+def test_annotate_returns_its_summary_and_prints_nothing(synth_data, capsys):
+    (synth_data / "annotations.csv").unlink()
+    done = annotations.annotate(synth_data, min_per_class=100, workers=1, plot=False)
+    assert set(done.df["pokemon_id"]) == set(CLASSES) and done.lines[0] == "images per class (ascending):"
+    assert any(ln.startswith("warning: Pikachu has ") for ln in done.lines)
+    assert done.lines[-1].startswith(f"wrote {synth_data / 'annotations.csv'}: ")
+    assert capsys.readouterr().out == ""  # the annotate command prints the summary
+
 def test_annotate_missing_folder_is_one_line_error(tmp_path):
     code, out, err = run_cli("annotate", tmp_path / "nowhere")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
@@ -113,7 +121,7 @@ def test_from_folders_strict_refuses_unknown_folders(tmp_path):
 
     src = _kaggle_tree(tmp_path)
     with pytest.raises(UserError, match="Alolan Sandslash"):
-        import_from_folders(src, tmp_path / "data", strict=True, echo=lambda *a: None)
+        import_from_folders(src, tmp_path / "data", strict=True)
     assert not (tmp_path / "data" / "images").exists() or not list((tmp_path / "data" / "images").iterdir())
 
 

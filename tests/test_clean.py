@@ -53,6 +53,21 @@ def test_finds_planted_problems(planted):
     assert {"near_duplicate"} & set(cand["finding"])  # the planted resized copies
     page = (planted / "clean" / "report.html").read_text()
     assert "squirtle050.jpg" in page and "data:image/jpeg;base64," in page and "decisions.csv" in page
+    assert "1 unreadable files" in out and "label-issue candidates (confident learning, 3-fold)" in out
+
+
+def test_find_candidates_tells_its_steps_to_on_step_and_prints_nothing(planted, monkeypatch, capsys):
+    row = clean.candidate("unreadable", "charmander099.jpg", 4, "not an image")
+    monkeypatch.setattr(clean, "broken_files", lambda *a: ([row], {"charmander099.jpg"}))
+    monkeypatch.setattr(clean, "duplicates", lambda *a: ([], 0, 0))
+    monkeypatch.setattr(clean, "feature_findings", lambda *a: ([], []))
+    said = []
+    cand = clean.find_candidates(planted, folds=3, progress=False, on_step=said.append)
+    assert list(cand["img_name"]) == ["charmander099.jpg"]
+    assert said == ["1 unreadable files", "0 duplicate groups (0 across classes)",
+                    "0 label-issue candidates (confident learning, 3-fold)"]
+    clean.find_candidates(planted, folds=3, progress=False)
+    assert capsys.readouterr().out == ""  # the clean command passes print
 
 
 def test_apply_then_undo_is_byte_identical(planted, tmp_path):
@@ -104,7 +119,7 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crashing_replace)  # what clean_apply moves files with
     with pytest.raises(KeyboardInterrupt):
-        clean.apply(data, dec, echo=lambda *a: None)
+        clean.apply(data, dec)
     monkeypatch.setattr(os, "replace", real)
     code, out, err = run_cli("clean", data, "--apply", tmp_path / "none.csv")  # any later call recovers first
     assert "finished an interrupted apply" in out and code == 2 and "not found" in err
@@ -113,6 +128,17 @@ def test_crash_half_way_rolls_forward(planted, tmp_path, monkeypatch):
     assert all((data / "images" / n).is_file() for n in names)  # consistent: every row has its file
     assert "abra060.jpg" not in names and (data / "quarantine" / "abra060.jpg").is_file()
 
+
+def test_apply_and_undo_return_their_lines_and_print_nothing(planted, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(planted, data)
+    dec = tmp_path / "decisions.csv"
+    dec.write_text("img_name,action,new_label\nabra060.jpg,remove,\n")
+    done = clean.apply(data, dec)
+    assert done.lines[0].startswith("applied 0 relabels and 1 removals") and done.journal.is_file()
+    back = clean.undo(data)
+    assert back.undone == 1 and back.lines[0].startswith("undid ") and back.lines[0].endswith(str(done.journal))
+    assert capsys.readouterr().out == ""  # the clean command prints them
 
 def test_confident_learning_by_hand():
     import numpy as np

@@ -11,7 +11,7 @@ from PIL import Image
 
 from helpers import run_cli
 from fake_web import FakeWeb
-from pokemon_classifier.scrape import BingProvider, Downloader, DuckDuckGoProvider, HttpClient
+from pokemon_classifier.scrape import BingProvider, DownloadOptions, Downloader, DuckDuckGoProvider, HttpClient
 
 GOOD = [f"/img/ok-{i}.jpg" for i in range(1, 6)] + ["/img/png-1", "/img/webp-1"]
 BAD = ["/img/404-1", "/img/500-1", "/img/slow-1", "/img/truncated-1", "/img/html-1", "/img/huge-1",
@@ -24,6 +24,10 @@ def client(**kw):
                       max_bytes=kw.pop("max_bytes", 1024 * 1024), **kw)
 
 
+def bing_downloader(tmp_path, c, web, **opts):
+    return Downloader(tmp_path, [BingProvider(c, web.url)], c, DownloadOptions(progress=False, **opts))
+
+
 def test_bing_parse_uses_m_json_not_css_classes():
     html = ('<div><a class="whatever" m=\'{"murl":"http://x/a.png","turl":"t","purl":"p","t":"Pikachu"}\'></a>'
             '<a m="not json"></a><a class="iusc" m=\'{"murl":"http://x/b.webp"}\'></a></div>')
@@ -34,7 +38,7 @@ def test_bing_parse_uses_m_json_not_css_classes():
 def test_every_failure_mode_and_recovery(tmp_path):
     with FakeWeb({"Pikachu pokemon": GOOD + BAD + RECOVER}) as web:
         c = client()
-        dl = Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=100, progress=False, echo=lambda *a: None)
+        dl = bing_downloader(tmp_path, c, web, per_class=100)
         n = dl.run([25])
     files = sorted(p.name for p in (tmp_path / "images").iterdir())
     assert n == len(GOOD) + len(RECOVER) == len(files) == 9
@@ -59,7 +63,7 @@ def test_every_failure_mode_and_recovery(tmp_path):
 def test_resized_duplicates_are_kept_for_dedup(tmp_path):
     with FakeWeb({"Pikachu pokemon": ["/img/ok-1.jpg", "/img/resized-1"]}) as web:
         c = client()
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, progress=False).run([25]) == 2
+        assert bing_downloader(tmp_path, c, web).run([25]) == 2
 
 
 def test_duckduckgo_and_fallback_chain(tmp_path):
@@ -69,7 +73,7 @@ def test_duckduckgo_and_fallback_chain(tmp_path):
         hits = ddg.search("Mr. Mime pokemon", 0, 100)
         assert len(hits) == 3 and hits[0].image_url.endswith("/img/ok-1.jpg")
         # bing has nothing for this query (empty page) -> falls back to DuckDuckGo
-        dl = Downloader(tmp_path, [BingProvider(c, web.url), ddg], c, progress=False)
+        dl = Downloader(tmp_path, [BingProvider(c, web.url), ddg], c, DownloadOptions(progress=False))
         assert dl.run([122]) == 3
         assert dl.failures["search bing: no results"] == 1
         assert set(pd.read_csv(tmp_path / "manifest.csv")["provider"]) == {"duckduckgo"}
@@ -79,7 +83,7 @@ def test_duckduckgo_and_fallback_chain(tmp_path):
 def test_empty_page_ends_pagination(tmp_path):
     with FakeWeb({"Mew pokemon": GOOD[:2]}) as web:
         c = client()
-        dl = Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=50, progress=False, max_pages=1000)
+        dl = bing_downloader(tmp_path, c, web, per_class=50, max_pages=1000)
         assert dl.run([151]) == 2
         assert sum(r.startswith("/images/async") for r in web.requests) <= 2
 
@@ -87,11 +91,11 @@ def test_empty_page_ends_pagination(tmp_path):
 def test_per_class_target_and_resume_skips(tmp_path):
     with FakeWeb({"Abra pokemon": GOOD}) as web:
         c = client()
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, progress=False).run([63]) == 3
+        assert bing_downloader(tmp_path, c, web, per_class=3).run([63]) == 3
         before = len(web.requests)
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, progress=False).run([63]) == 0
+        assert bing_downloader(tmp_path, c, web, per_class=3).run([63]) == 0
         assert len(web.requests) == before  # class at target: not even searched
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=5, progress=False).run([63]) == 2
+        assert bing_downloader(tmp_path, c, web, per_class=5).run([63]) == 2
         assert sorted(p.stem for p in (tmp_path / "images").iterdir())[-1] == "abra005"
         assert pd.read_csv(tmp_path / "manifest.csv")["image_url"].is_unique
 
@@ -113,6 +117,14 @@ def test_dry_run_fetches_no_images(tmp_path):
         assert code == 0, err
         assert "Pikachu: need 100, 7 candidates from bing" in out
         assert not any(r.startswith("/img/") for r in web.requests)
+
+
+def test_dry_run_plan_is_returned_not_printed(tmp_path, capsys):
+    with FakeWeb({"Pikachu pokemon": GOOD}) as web:
+        dl = bing_downloader(tmp_path, client(), web, per_class=2)
+        assert dl.run([25], dry_run=True) == 0
+    assert dl.plan[0] == "Pikachu: need 2, 7 candidates from bing" and len(dl.plan) == 3
+    assert capsys.readouterr().out == ""  # the download command prints the plan, the library does not
 
 
 def test_google_is_refused_clearly(tmp_path):
@@ -207,9 +219,9 @@ def test_top_up_fetches_only_what_is_missing(tmp_path):
     items = [f"/img/ok-{i}.jpg" for i in range(1, 41)]
     with FakeWeb({"Abra pokemon": items}, image_delay=0.05) as web:
         c = client()
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=3, workers=16, progress=False).run([63]) == 3
+        assert bing_downloader(tmp_path, c, web, per_class=3, workers=16).run([63]) == 3
         first = sum(r.startswith("/img/") for r in web.requests)
-        assert Downloader(tmp_path, [BingProvider(c, web.url)], c, per_class=6, workers=16, progress=False).run([63]) == 3
+        assert bing_downloader(tmp_path, c, web, per_class=6, workers=16).run([63]) == 3
         second = sum(r.startswith("/img/") for r in web.requests) - first
     assert first <= 4 and second <= 4  # 3 needed + a margin of 1, not one per worker
 

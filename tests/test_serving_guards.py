@@ -434,7 +434,7 @@ def test_a_collected_folder_goes_through_annotate_and_trains_cache(clf, tmp_path
     b = io.BytesIO()
     Image.new("RGB", (1, 30000)).save(b, "PNG")
     assert _feedback(c, b.getvalue()).status_code == 400
-    df = annotations.annotate(col, plot=False, echo=lambda *_: None)  # every stored picture decodes
+    df = annotations.annotate(col, plot=False).df  # every stored picture decodes
     assert len(df) == 5 and not (col / "annotate_report.csv").exists()
     arr = build_cache(col, df, preprocessing("mobilenet_v3_small", 64), workers=1, root=tmp_path / "cache",
                       progress=False)

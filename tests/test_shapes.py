@@ -112,7 +112,7 @@ def test_annotate_leaves_them_out_and_train_cache_refuses_them(tmp_path):
     img.mkdir(parents=True)
     for i, shape in enumerate(EXTREME + [LEGAL, (96, 96)], 1):
         (img / f"pikachu{i:03d}.png").write_bytes(_png(*shape))
-    df = annotations.annotate(tmp_path / "data", plot=False, echo=lambda *_: None)
+    df = annotations.annotate(tmp_path / "data", plot=False).df
     assert list(df.img_name) == [f"pikachu{len(EXTREME) + 1:03d}.png", f"pikachu{len(EXTREME) + 2:03d}.png"]
     report = (tmp_path / "data" / "annotate_report.csv").read_text()
     assert report.count("too long and thin") == len(EXTREME)

@@ -160,7 +160,7 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pokemon_classifier.train import train_one_epoch
+    from pokemon_classifier.train import EpochOptions, train_one_epoch
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 4, 4), torch.randint(0, 5, (64,))
@@ -170,8 +170,8 @@ def test_micro_batches_give_the_same_update_as_the_full_batch():
         torch.manual_seed(1)
         model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5))
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        m = train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, torch.device("cpu"), False, False,
-                            progress=False, micro_batch=micro)
+        m = train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, torch.device("cpu"),
+                            EpochOptions(progress=False, micro_batch=micro))
         results.append((model[1].weight.detach().clone(), m["train_loss"]))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
@@ -236,7 +236,7 @@ def test_shipped_config_is_the_recipe_of_the_shipped_model():
 
 def test_max_batches_stops_before_loading_the_next_batch():
     """train_one_epoch(max_batches=n) trains on n batches and loads no more (the benchmark times it)."""
-    from pokemon_classifier.train import train_one_epoch
+    from pokemon_classifier.train import EpochOptions, train_one_epoch
 
     loaded = []
 
@@ -251,7 +251,7 @@ def test_max_batches_stops_before_loading_the_next_batch():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
     loader = torch.utils.data.DataLoader(Counting(), batch_size=4)
     m = train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.1),
-                        torch.device("cpu"), False, False, progress=False, max_batches=3, micro_batch=2)
+                        torch.device("cpu"), EpochOptions(progress=False, max_batches=3, micro_batch=2))
     assert len(loaded) == 12 and m["img_per_s"] > 0
 
 
@@ -348,7 +348,7 @@ def test_ddp_micro_batches_sync_only_on_the_last_chunk():
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pokemon_classifier.train import train_one_epoch
+    from pokemon_classifier.train import EpochOptions, train_one_epoch
 
     class CountingDDP(nn.Module):
         def __init__(self):
@@ -376,7 +376,7 @@ def test_ddp_micro_batches_sync_only_on_the_last_chunk():
     x, y = torch.randn(128, 3, 4, 4), torch.randint(0, 5, (128,))
     loader = DataLoader(TensorDataset(x, y), batch_size=64)
     train_one_epoch(model, loader, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                    torch.device("cpu"), False, False, progress=False, micro_batch=16)
+                    torch.device("cpu"), EpochOptions(progress=False, micro_batch=16))
     assert (model.synced, model.unsynced) == (2, 6)  # 2 batches of 4 chunks: the last chunk of each syncs
 
 

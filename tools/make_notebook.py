@@ -242,7 +242,7 @@ def train_head(seed: int, out: Path) -> pd.DataFrame:
     cpu = torch.device("cpu")
     for epoch in range(1, HEAD["epochs"] + 1):
         lr = opt.param_groups[0]["lr"]
-        m = T.train_one_epoch(model.classifier, train_dl, loss, opt, cpu, amp=False, channels_last=False, progress=False)
+        m = T.train_one_epoch(model.classifier, train_dl, loss, opt, cpu, T.EpochOptions(progress=False))
         m.update(T.evaluate(model.classifier, val_dl, loss, cpu, amp=False, channels_last=False, progress=False))
         sched.step()
         saver.update({"epoch": epoch, "lr": lr, **m})

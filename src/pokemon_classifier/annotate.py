@@ -38,7 +38,8 @@ def main(args) -> int:
         out = args.out or args.data
         if not out:
             raise UserError("--from-folders needs --out DATA (the folder to create)")
-        annotations.import_from_folders(args.from_folders, out, workers=args.workers, strict=args.strict)
+        done = annotations.import_from_folders(args.from_folders, out, workers=args.workers, strict=args.strict)
+        print("\n".join(done.lines))
         return 0
     if not args.data:
         raise UserError("give the data folder: pokemon-classifier annotate DATA")
@@ -63,5 +64,6 @@ def main(args) -> int:
         print(f"added {r.added + r.restored} pictures from {args.add} to {args.data} "
               f"({r.skipped} already there{restored})")
         return 0
-    annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
+    done = annotations.annotate(args.data, min_per_class=args.min_per_class, workers=args.workers)
+    print("\n".join(done.lines))
     return 0

@@ -198,8 +198,14 @@ def plot_class_counts(counts: pd.Series, path, min_per_class: int | None = None)
     atomic_savefig(fig, path, dpi=90)
 
 
-def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot: bool = True,
-             echo=print) -> pd.DataFrame:
+@dataclass
+class Annotated:
+    """What annotate / import_from_folders made: the table, and the summary the annotate command prints."""
+    df: pd.DataFrame
+    lines: list[str]
+
+
+def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot: bool = True) -> Annotated:
     """Scan DATA/images, write DATA/annotations.csv (+ unreadable report, distribution plot)."""
     started = time.time()
     data_dir = Path(data_dir)
@@ -234,22 +240,20 @@ def annotate(data_dir, min_per_class: int = 15, workers: int | None = None, plot
     if bad:
         atomic_write_csv(report, pd.DataFrame(bad, columns=["img_name", "reason"]))
     counts = class_counts(df)
-    echo("images per class (ascending):")
-    for dex, n in counts.items():
-        echo(f"  {pokedex.display_name(dex):<12} {n:4d}")
+    lines = ["images per class (ascending):"]
+    lines += [f"  {pokedex.display_name(dex):<12} {n:4d}" for dex, n in counts.items()]
     few = counts[counts < min_per_class]
     for dex, n in few.items():
-        echo(f"warning: {pokedex.display_name(dex)} has {n} images (< --min-per-class {min_per_class})")
+        lines.append(f"warning: {pokedex.display_name(dex)} has {n} images (< --min-per-class {min_per_class})")
     if plot:
         plot_class_counts(counts, data_dir / "class_distribution.png", min_per_class)
-    echo(f"wrote {out}: {len(df)} images, {int((counts > 0).sum())} classes"
-         + (f"; {len(bad)} files left out, listed in {report}" if bad else ""))
-    for b in bad[:20]:
-        echo(f"  left out: {b['img_name']}: {b['reason']}")
-    return df
+    lines.append(f"wrote {out}: {len(df)} images, {int((counts > 0).sum())} classes"
+                 + (f"; {len(bad)} files left out, listed in {report}" if bad else ""))
+    lines += [f"  left out: {b['img_name']}: {b['reason']}" for b in bad[:20]]
+    return Annotated(df, lines)
 
 
-def import_from_folders(src, out, workers: int | None = None, echo=print, strict: bool = False) -> pd.DataFrame:
+def import_from_folders(src, out, workers: int | None = None, strict: bool = False) -> Annotated:
     """Copy SRC/<ClassName>/*.jpg (Kaggle layout) to OUT/images/<name><NNN><ext> and annotate OUT.
 
     Folder names go through the pokedex normaliser; folders that are not Gen-1 Pokemon (the Kaggle
@@ -272,9 +276,10 @@ def import_from_folders(src, out, workers: int | None = None, echo=print, strict
     if unknown and (strict or not mapping):
         raise UserError(f"{src}: folders that are not Gen-1 Pokemon: {', '.join(unknown)}"
                         + ("" if mapping else " (and no Gen-1 folder at all)"))
+    lines = []
     if unknown:
-        echo(f"warning: skipped {len(unknown)} folders that are not Gen-1 Pokemon: {', '.join(unknown)} "
-             "(--strict refuses instead)")
+        lines.append(f"warning: skipped {len(unknown)} folders that are not Gen-1 Pokemon: {', '.join(unknown)} "
+                     "(--strict refuses instead)")
     folders = [d for d in folders if d in mapping]
     img_dir = out / IMAGES
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +292,7 @@ def import_from_folders(src, out, workers: int | None = None, echo=print, strict
         files = sorted(p for p in d.rglob("*") if is_image_file(p))
         for chk in check_images(files, workers, desc=shown(d.name)):
             if not chk.ok:
-                echo(f"skipped {shown(chk.path)}: {chk.reason}")
+                lines.append(f"skipped {shown(chk.path)}: {chk.reason}")
                 skipped += 1
                 continue
             last += 1
@@ -298,9 +303,12 @@ def import_from_folders(src, out, workers: int | None = None, echo=print, strict
             shutil.copyfile(chk.path, tmp)
             os.replace(tmp, dst)
             copied += 1
-    echo(f"copied {copied} images from {len(folders)} folders into {img_dir}" + (f"; skipped {skipped}" if skipped else ""))
-    df = annotate(out, workers=workers, echo=echo)
-    empty = [pokedex.display_name(i) for i in pokedex.IDS if i not in set(df["pokemon_id"])]
+    lines.append(f"copied {copied} images from {len(folders)} folders into {img_dir}"
+                 + (f"; skipped {skipped}" if skipped else ""))
+    done = annotate(out, workers=workers)
+    empty = [pokedex.display_name(i) for i in pokedex.IDS if i not in set(done.df["pokemon_id"])]
     if empty:
-        echo(f"warning: {len(empty)} of the {pokedex.NUM_CLASSES} classes got no images: {', '.join(empty)}")
-    return df
+        done.lines.append(f"warning: {len(empty)} of the {pokedex.NUM_CLASSES} classes got no images: "
+                          + ", ".join(empty))
+    done.lines[:0] = lines
+    return done

@@ -171,8 +171,12 @@ def feature_findings(data_dir: Path, df: pd.DataFrame, weights, folds: int, top_
 
 
 def find_candidates(data_dir, min_size: int = 32, folds: int = 5, weights=None, threshold=None,
-                    top_outliers: int = 50, progress: bool = True, echo=print) -> pd.DataFrame:
-    """Every finding, ranked within its kind; `echo` says how far it got (each step takes a while)."""
+                    top_outliers: int = 50, progress: bool = True, on_step=None) -> pd.DataFrame:
+    """Every finding, ranked within its kind.
+
+    `on_step` (the clean command passes print) is told each step's count as it ends: each takes a while.
+    """
+    echo = on_step or (lambda line: None)
     data_dir = Path(data_dir)
     df = read_annotations(data_dir)
     # 1. unreadable / too small
@@ -213,6 +217,12 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _say(*lines: str) -> None:
+    for line in lines:
+        if line:
+            print(line)
+
+
 def main(args) -> int:
     # temp files of a killed clean (fileio's ".<target>.<random>.tmp"), only those from before this run
     started = time.time()
@@ -221,21 +231,23 @@ def main(args) -> int:
     if args.apply and args.undo:
         raise UserError("--apply and --undo are exclusive")
     if args.apply:
-        apply(args.data, args.apply)
+        _say(recover(args.data))  # before apply, which may refuse the decisions file after recovering
+        _say(*apply(args.data, args.apply).lines)
         return 0
     if args.all and args.undo is not True:
         raise UserError("--all goes with --undo and no journal: pokemon-classifier clean DATA --undo --all")
     if args.undo:
-        undo(args.data, None if args.undo is True else args.undo, all_=args.all)
+        _say(recover(args.data))
+        _say(*undo(args.data, None if args.undo is True else args.undo, all_=args.all).lines)
         return 0
-    recover(args.data)
+    _say(recover(args.data))
     read_annotations(args.data, purpose="clean")
     if args.weights:  # a bad checkpoint is refused before minutes of checking images, not after
         from pokemon_classifier.models import model_from_checkpoint, read_checkpoint
 
         model_from_checkpoint(read_checkpoint(args.weights), args.weights)
     cand = find_candidates(args.data, args.min_size, args.folds, args.weights, args.threshold, args.outliers,
-                           args.progress)
+                           args.progress, on_step=print)
     out = args.out or args.data / "clean"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(out / "candidates.csv", cand)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +24,14 @@ from pokemon_classifier import pokedex
 from pokemon_classifier.annotations import ANNOTATIONS, COLUMNS, MANIFEST, class_files, read_annotations, safe_image_path
 from pokemon_classifier.errors import UserError
 from pokemon_classifier.fileio import atomic_open, atomic_write_csv, atomic_write_text, read_csv_input
+
+
+@dataclass
+class Outcome:
+    """What an apply or undo did: the lines the clean command prints, and the journal written or the count undone."""
+    lines: list[str] = field(default_factory=list)
+    journal: Path | None = None
+    undone: int = 0
 
 
 JOURNAL_COLUMNS = ["step", "action", "img_name", "new_img_name", "old_id", "new_id", "from_path", "to_path", "at"]
@@ -158,11 +167,14 @@ def read_journal(data_dir: Path, path) -> pd.DataFrame:
     return journal
 
 
-def recover(data_dir: Path, echo=print) -> None:
-    """Finish an --apply/--undo that crashed half-way (files moved, annotations not yet written)."""
+def recover(data_dir: Path) -> str:
+    """Finish an --apply/--undo that crashed half-way (files moved, annotations not yet written).
+
+    Returns the line that says what it finished, or "" when nothing was pending.
+    """
     marker = _pending(data_dir)
     if not marker.is_file():
-        return
+        return ""
     info = json.loads(marker.read_text())
     jpath = data_dir / info["journal"]
     journal = pd.read_csv(jpath, dtype={"new_img_name": str}, keep_default_na=False)
@@ -173,7 +185,7 @@ def recover(data_dir: Path, echo=print) -> None:
     if info["mode"] == "undo":
         atomic_write_text(_undone_marker(jpath), datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
     marker.unlink()
-    echo(f"finished an interrupted {info['mode']} from {info['journal']}")
+    return f"finished an interrupted {info['mode']} from {info['journal']}"
 
 
 def journals(data_dir: Path) -> list[Path]:
@@ -183,9 +195,9 @@ def journals(data_dir: Path) -> list[Path]:
     return [p for p in found if not _undone_marker(p).exists()]
 
 
-def apply(data_dir, decisions_path, echo=print) -> Path:
+def apply(data_dir, decisions_path) -> Outcome:
     data_dir = Path(data_dir)
-    recover(data_dir, echo)
+    done = Outcome([line for line in [recover(data_dir)] if line])
     if not Path(decisions_path).is_file():
         raise UserError(f"{decisions_path}: decisions file not found (export it from {data_dir}/clean/report.html)")
     decisions = read_csv_input(decisions_path, "decisions file")
@@ -196,8 +208,9 @@ def apply(data_dir, decisions_path, echo=print) -> Path:
     df = read_annotations(data_dir)
     journal = plan(data_dir, decisions, df, source=decisions_path)
     if journal.empty:
-        echo("nothing to do (every decision is keep)")
-        return _journal_dir(data_dir)
+        done.lines.append("nothing to do (every decision is keep)")
+        done.journal = _journal_dir(data_dir)
+        return done
     # one journal per apply, never overwritten: a time-ordered unique id
     jid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
     jdir = _journal_dir(data_dir)
@@ -219,17 +232,18 @@ def apply(data_dir, decisions_path, echo=print) -> Path:
     atomic_write_csv(jpath, journal)
     # the marker makes the multi-file change crash-safe: any later apply/undo/clean rolls it forward
     atomic_write_text(_pending(data_dir), json.dumps(pending))
-    recover(data_dir, echo=lambda *a: None)
+    recover(data_dir)
     n = journal["action"].value_counts()
-    echo(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals (to quarantine/); "
-         f"log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo")
-    return jpath
+    done.lines.append(f"applied {int(n.get('relabel', 0))} relabels and {int(n.get('remove', 0))} removals "
+                      f"(to quarantine/); log: {jpath}; undo: pokemon-classifier clean {data_dir} --undo")
+    done.journal = jpath
+    return done
 
 
-def undo(data_dir, journal_path=None, echo=print, all_: bool = False) -> int:
-    """Undo the last apply (or JOURNAL_PATH, or with all_ every apply, newest first). Returns how many."""
+def undo(data_dir, journal_path=None, all_: bool = False) -> Outcome:
+    """Undo the last apply (or JOURNAL_PATH, or with all_ every apply, newest first); `undone` says how many."""
     data_dir = Path(data_dir)
-    recover(data_dir, echo)
+    done = Outcome([line for line in [recover(data_dir)] if line])
     live = journals(data_dir)
     if journal_path is not None:
         jpath = Path(journal_path)
@@ -253,6 +267,7 @@ def undo(data_dir, journal_path=None, echo=print, all_: bool = False) -> int:
                 and (jpath.parent / m_before).is_file():
             pending["manifest"] = os.path.relpath(jpath.parent / m_before, data_dir)
         atomic_write_text(_pending(data_dir), json.dumps(pending))
-        recover(data_dir, echo=lambda *a: None)
-        echo(f"undid {len(journal)} changes from {jpath}")
-    return len(todo)
+        recover(data_dir)
+        done.lines.append(f"undid {len(journal)} changes from {jpath}")
+    done.undone = len(todo)
+    return done

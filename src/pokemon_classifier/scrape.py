@@ -444,18 +444,27 @@ class Manifest:
 
 # ------------------------------------------------------------------ the downloader
 
+@dataclass
+class DownloadOptions:
+    """How much to fetch and how: the download command's flags that the Downloader itself uses."""
+    per_class: int = 100
+    min_size: int = 64  # minimum width and height in px
+    workers: int = 16
+    query_template: str = "{name} pokemon"
+    max_pages: int = 10
+    progress: bool = True
+    deadline: float | None = 30.0  # seconds one image download may take in all
+
+
 class Downloader:
-    def __init__(self, data_dir, providers: list[Provider], client: HttpClient, per_class: int = 100,
-                 min_size: int = 64, workers: int = 16, query_template: str = "{name} pokemon",
-                 max_pages: int = 10, progress: bool = True, echo=print, deadline: float | None = 30.0):
+    def __init__(self, data_dir, providers: list[Provider], client: HttpClient, options: DownloadOptions | None = None):
         self.data = Path(data_dir)
         self.images = self.data / "images"
         self.providers, self.client = providers, client
-        self.per_class, self.min_size, self.workers = per_class, min_size, workers
-        self.query_template, self.max_pages, self.progress, self.echo = query_template, max_pages, progress, echo
-        self.deadline = deadline
+        self.opt = options or DownloadOptions()
         self.failures: Counter = Counter()
         self.dead: list[int] = []  # classes that got nothing because every engine failed
+        self.plan: list[str] = []  # what a dry run would fetch, one line each, for the command to print
         self._lock = threading.Lock()
         self.manifest = Manifest(self.data)
 
@@ -465,11 +474,11 @@ class Downloader:
 
         Each failure is counted once: an engine that errored is not also counted as "no results".
         """
-        query = self.query_template.format(name=pokedex.display_name(dex), id=dex, slug=pokedex.name(dex))
+        query = self.opt.query_template.format(name=pokedex.display_name(dex), id=dex, slug=pokedex.name(dex))
         answered = False
         for prov in self.providers:
             try:
-                hits = prov.hits(dex, query, want, seen_urls, self.max_pages)
+                hits = prov.hits(dex, query, want, seen_urls, self.opt.max_pages)
                 answered = True
             except FetchError as e:
                 self.failures[f"search {prov.name}: {e.reason}"] += 1
@@ -492,7 +501,7 @@ class Downloader:
         fd, tmp = temp_beside(self.images / DOWNLOAD_TEMP)
         try:
             with os.fdopen(fd, "w+b") as f:
-                self.client.get(hit.image_url, stream_to=f, deadline=self.deadline)
+                self.client.get(hit.image_url, stream_to=f, deadline=self.opt.deadline)
                 f.flush()
                 os.fsync(f.fileno())
             try:
@@ -501,7 +510,7 @@ class Downloader:
                     fmt = raw.format or ""
             except ImageError as e:
                 raise FetchError("not an image", str(e).split(": ", 1)[-1]) from None
-            if min(img.size) < self.min_size:
+            if min(img.size) < self.opt.min_size:
                 raise FetchError("too small", f"{img.size[0]}x{img.size[1]}")
             if fmt not in FORMAT_EXT:
                 raise FetchError("unsupported format", fmt)
@@ -513,7 +522,7 @@ class Downloader:
     def run_class(self, dex: int, dry_run: bool = False) -> int:
         numbered = class_files(self.images, dex)
         existing = [p for p, _ in numbered]
-        need = self.per_class - len(existing)
+        need = self.opt.per_class - len(existing)
         if need <= 0:
             return 0
         frame = self.manifest.frame()
@@ -522,15 +531,15 @@ class Downloader:
         hashes = set(mf["sha256"]) | {sha256_file(p) for p in existing if p.name not in set(mf["img_name"])}
         hits, provider = self.find_hits(dex, need, seen_urls)
         if dry_run:
-            self.echo(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates from {provider or 'nobody'}")
-            for h in hits[:need]:
-                self.echo(f"  {h.image_url}")
+            self.plan.append(f"{pokedex.display_name(dex)}: need {need}, {len(hits)} candidates "
+                             f"from {provider or 'nobody'}")
+            self.plan += [f"  {h.image_url}" for h in hits[:need]]
             return 0
         state = {"last": max((n for _, n in numbered), default=0), "saved": 0, "inflight": 0}
         # a top-up fetches what is missing plus a small margin for failures, not one image per worker
         margin = max(1, need // 10)
         cond = threading.Condition(self._lock)
-        bar = tqdm(total=need, desc=pokedex.display_name(dex), unit="img", disable=not self.progress, leave=False)
+        bar = tqdm(total=need, desc=pokedex.display_name(dex), unit="img", disable=not self.opt.progress, leave=False)
 
         def work(hit: Hit):
             with cond:
@@ -565,7 +574,7 @@ class Downloader:
                 state["saved"] += 1
                 bar.update()
 
-        with ThreadPoolExecutor(self.workers) as ex:
+        with ThreadPoolExecutor(self.opt.workers) as ex:
             list(ex.map(work, hits))
         bar.close()
         with self._lock:
@@ -578,7 +587,7 @@ class Downloader:
         if not dry_run:
             self.manifest.reconcile(self.images)
         total = 0
-        for dex in tqdm(classes, desc="classes", unit="class", disable=not self.progress):
+        for dex in tqdm(classes, desc="classes", unit="class", disable=not self.opt.progress):
             total += self.run_class(dex, dry_run)
         return total
 
@@ -634,9 +643,12 @@ def main(args) -> int:
     classes = list(dict.fromkeys(pokedex.to_id(c) for c in names)) if names else list(pokedex.IDS)
     for prov in providers:
         prov.check_classes(classes)
-    dl = Downloader(args.data, providers, client, args.per_class, args.min_size, args.workers,
-                    args.query_template, progress=args.progress, deadline=args.deadline)
+    opts = DownloadOptions(args.per_class, args.min_size, args.workers, args.query_template,
+                           progress=args.progress, deadline=args.deadline)
+    dl = Downloader(args.data, providers, client, opts)
     n = dl.run(classes, args.dry_run)
+    for line in dl.plan:
+        print(line)
     if not args.dry_run:
         print(f"saved {n} images into {args.data / 'images'}; manifest: {args.data / 'manifest.csv'}")
         if not dl.dead:

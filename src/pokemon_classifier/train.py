@@ -150,9 +150,20 @@ def negatives_for_training(folder, pre: dict, n_train: int, share: float = 0.08,
     return np.concatenate([np.stack(arrays)] * repeat), info
 
 
-def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, channels_last: bool,
-                    progress: bool = True, max_batches: int | None = None, desc: str = "train",
-                    micro_batch: int | None = None):
+@dataclass
+class EpochOptions:
+    """How train_one_epoch runs: precision, memory layout, progress bar, and how much of the loader."""
+    amp: bool = False  # bfloat16 autocast
+    channels_last: bool = False
+    progress: bool = True
+    max_batches: int | None = None  # stop after this many batches (benchmarks)
+    desc: str = "train"  # the progress bar's label
+    micro_batch: int | None = None  # split each batch into chunks of this size (gradient accumulation)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, device, opts: EpochOptions | None = None):
+    opts = opts or EpochOptions()
+    amp, channels_last, max_batches, micro_batch = opts.amp, opts.channels_last, opts.max_batches, opts.micro_batch
     model.train()
     set_frozen_bn_eval(model)
     tot_loss = correct = n = 0.0
@@ -160,7 +171,7 @@ def train_one_epoch(model, loader, criterion, optimizer, device, amp: bool, chan
     # islice: stop before loading a batch that would not be trained on
     batches = loader if max_batches is None else itertools.islice(loader, max_batches)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    bar = tqdm(batches, total=total, desc=opts.desc, unit="batch", disable=not opts.progress, leave=False)
     for x, y in bar:
         x = x.to(device, non_blocking=True)
         if channels_last:
@@ -606,9 +617,9 @@ def main(args) -> int:
         seed_epoch(args.seed, epoch, rank)
         loaders.reseed(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        m = train_one_epoch(net, loaders.train, criterion, optimizer, device, amp, args.channels_last,
-                            progress, args.max_batches, desc=f"epoch {epoch + 1}/{args.epochs}",
-                            micro_batch=micro)
+        m = train_one_epoch(net, loaders.train, criterion, optimizer, device,
+                            EpochOptions(amp, args.channels_last, progress, args.max_batches,
+                                         desc=f"epoch {epoch + 1}/{args.epochs}", micro_batch=micro))
         m.update(evaluate(net, loaders.val, criterion, device, amp, args.channels_last, progress))
         scheduler.step()
         m = {"epoch": epoch + 1, "lr": lr, **m}

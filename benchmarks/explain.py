@@ -46,7 +46,7 @@ def deletion(clf, x, heat, c, rng) -> tuple[np.ndarray, np.ndarray]:
             m[torch.from_numpy(order[: round(k / STEPS * s * s)].copy())] = 0
             m = m.reshape(s, s).repeat_interleave(CELL, 0).repeat_interleave(CELL, 1)
             batch.append(x[0] * m)
-        out.append(clf.probs(torch.stack(batch))[:, c])
+        out.append(clf.forward(torch.stack(batch))[0][:, c])
     return out[0], out[1]
 
 
@@ -85,7 +85,7 @@ def write_example(path, weights=None) -> None:
     e = ex.explain(img)
     out = overlay(e["image"], e["heat"], ex.pre, e["peak"])
     d = ImageDraw.Draw(out)
-    for det in Detector.load(weights).detect(img):
+    for det in Detector.load(weights, Classifier.load(weights)).detect(img):
         d.rectangle(det["box"], outline=(255, 255, 255), width=3)
         d.text((det["box"][0] + 6, det["box"][1] + 4), f"{det['name']} {det['probability']:.2f}", fill=(255, 255, 255))
     with atomic_open(path, "wb") as f:

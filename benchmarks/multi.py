@@ -30,6 +30,7 @@ import _composites as C  # noqa: E402
 from _machine import machine  # noqa: E402
 
 from pokemon_classifier.multi import Detector, box_iou  # noqa: E402
+from pokemon_classifier.predict import Classifier  # noqa: E402
 
 
 def match(dets, boxes, dexes, at: float = 0.5) -> int:
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
-    det = Detector.load(a.weights)
+    det = Detector.load(a.weights, Classifier.load(a.weights))
     pictures = C.test_pictures(a.data, a.splits)
     photos = C.background_photos(a.negatives, det.clf)
     rng = np.random.default_rng(a.seed)

@@ -4,7 +4,7 @@ Single-image latency (p50, p90; decode + preprocessing + model) and batch-32 thr
 machine, torch eager vs ONNX Runtime, for mobilenet_v3_large and efficientnet_lite0 at their
 default size, plus the shipped best.pt when present, with an `onnx-int8` row when it records an
 int8 model (`export --int8`; its row says whether it passed its gates). The shipped file's fp32
-ONNX and int8 rows are measured interleaved (quantize.speed), so a busy machine slows both alike;
+ONNX and int8 rows are measured interleaved (int8_gate.speed), so a busy machine slows both alike;
 the last line gives their ratio.
 """
 
@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine  # noqa: E402
 
 from pokemon_classifier import pokedex  # noqa: E402
-from pokemon_classifier.export import export_onnx  # noqa: E402
+from pokemon_classifier.onnx_graph import export_onnx  # noqa: E402
 from pokemon_classifier.models import build_model, default_weights, preprocessing  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
-from pokemon_classifier.quantize import speed  # noqa: E402
+from pokemon_classifier.int8_gate import speed  # noqa: E402
 
 
 def int8_row(path) -> str | None:

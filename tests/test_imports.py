@@ -72,8 +72,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_imports_have_no_cycle():
     graph = import_graph()
-    assert f"{PACKAGE}.export" in graph and f"{PACKAGE}.openset.scoring" in graph  # the walk sees the package
-    assert f"{PACKAGE}.openset.scoring" in graph[f"{PACKAGE}.export"]  # function-level imports count
+    assert f"{PACKAGE}.onnx_graph" in graph and f"{PACKAGE}.openset.scoring" in graph  # the walk sees the package
+    assert f"{PACKAGE}.openset.scoring" in graph[f"{PACKAGE}.onnx_graph"]  # function-level imports count
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -94,7 +94,7 @@ def test_the_walk_finds_a_cycle_hidden_in_functions(tmp_path):
 
 
 def test_the_scoring_modules_need_only_torch_and_numpy():
-    """export and predict import them; the ONNX cache key hashes them (export.graph_code)."""
+    """onnx_graph and predict import them; the ONNX cache key hashes them (onnx_graph.graph_code)."""
     tree = ast.parse((ROOT / "openset" / "scoring.py").read_text(encoding="utf-8"))
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

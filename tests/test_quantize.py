@@ -1,4 +1,4 @@
-"""export --int8 (quantize.py): the int8 graph, its gate record, and which precision predict runs."""
+"""export --int8 (quantize.py, int8_gate.py): the int8 graph, its gate record, and which precision predict runs."""
 
 import json
 
@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from helpers import run_cli  # noqa: E402
-from pokemon_classifier import openset, pokedex, quantize  # noqa: E402
+from pokemon_classifier import int8_gate, openset, pokedex, quantize  # noqa: E402
 from pokemon_classifier.models import build_model, preprocessing  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
@@ -111,12 +111,12 @@ def test_judge_applies_each_limit():
     fp32 = {"top1": 0.9, "top5": 0.99, "ece": 0.02, "accepted": 0.95, "rejected": {"photo": {"rate": 0.9}}}
     ok = {"top1": 0.898, "top5": 0.989, "ece": 0.03, "accepted": 0.945, "rejected": {"photo": {"rate": 0.905}}}
     fast = {"fp32": {"p50_ms": 10.0, "batch32_img_s": 100.0}, "int8": {"p50_ms": 5.0, "batch32_img_s": 200.0}}
-    assert quantize.judge(fp32, ok, fast)["passed"]
+    assert int8_gate.judge(fp32, ok, fast)["passed"]
     for change, name in (({"top1": 0.896}, "top1"), ({"top5": 0.987}, "top5"), ({"accepted": 0.935}, "open_set_accepted"),
                          ({"rejected": {"photo": {"rate": 0.88}}}, "rejected photo")):
-        assert quantize.failed(quantize.judge(fp32, {**ok, **change}, fast)) == [name]
+        assert quantize.failed(int8_gate.judge(fp32, {**ok, **change}, fast)) == [name]
     slow = {"fp32": fast["fp32"], "int8": {"p50_ms": 6.0, "batch32_img_s": 200.0}}
-    assert quantize.failed(quantize.judge(fp32, ok, slow)) == ["speedup p50_ms"]
+    assert quantize.failed(int8_gate.judge(fp32, ok, slow)) == ["speedup p50_ms"]
 
 
 def test_predict_runs_int8_by_default_only_when_the_gate_passed(made, tmp_path, capsys):

@@ -167,7 +167,7 @@ def site(tmp_path_factory):
     """The site of the shipped model (open-set score included) when the checkout has best.pt, else of a
     tiny random one; with the parity pictures beside it and their `predict` answers."""
     pytest.importorskip("onnxruntime")
-    from pokemon_classifier.export import export_onnx
+    from pokemon_classifier.onnx_graph import export_onnx
     from pokemon_classifier.predict import Classifier
 
     root = tmp_path_factory.mktemp("site")

@@ -23,7 +23,7 @@ from pokemon_classifier import openset, quantize as Q
 from pokemon_classifier.annotations import safe_image_path
 from pokemon_classifier.data import readable_batches
 from pokemon_classifier.evaluate import select
-from pokemon_classifier.export import export_onnx
+from pokemon_classifier.onnx_graph import export_onnx
 from pokemon_classifier.models import read_checkpoint
 
 RECIPES = [

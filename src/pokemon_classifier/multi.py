@@ -3,7 +3,7 @@
     pokemon-classifier predict shelf.jpg --multi --json   # "detections": [{dex_id, name, probability, box}]
 
 Python:
-    det = Detector.load("best.pt")
+    det = Detector.load("best.pt", Classifier.load("best.pt"))   # from pokemon_classifier.predict import Classifier
     det.detect("team.jpg")  # [{'dex_id': 25, 'name': 'Pikachu', 'probability': 0.97, 'box': [x0, y0, x1, y1]}, ...]
 
 How (measured in benchmarks/multi.py; docs/explain.md):
@@ -112,16 +112,19 @@ class Detector:
 
     @classmethod
     def load(cls, path=None, clf=None, device: str = "cpu") -> "Detector":
-        """From a checkpoint (the Classifier reuses `clf` when given, e.g. predict's, ONNX included)."""
+        """From a checkpoint and the Classifier of the same file (`Classifier.load(path)`, ONNX backend
+        included). predict's command imports this module, so it takes the Classifier rather than
+        importing predict to make one."""
         from pokemon_classifier.models import load_checkpoint, resolve_weights
-        from pokemon_classifier.predict import Classifier
 
         path = resolve_weights(path)
         if Path(path).suffix == ".onnx":
             raise UserError(f"{path}: --multi needs the torch checkpoint (.pt); an ONNX graph does not expose "
                             f"the per-cell evidence")
-        model, meta = load_checkpoint(path, device)
-        return cls(clf or Classifier.from_model(model, meta, device), model)
+        if clf is None:
+            raise UserError(f"{path}: Detector.load needs the Classifier of the same file (Classifier.load(path))")
+        model, _ = load_checkpoint(path, device)
+        return cls(clf, model)
 
     def _input(self, img: Image.Image) -> tuple[torch.Tensor, float, float]:
         """The proposal pass's input (long side PROPOSAL_SIDE, sides multiples of STRIDE) and the x, y

@@ -68,7 +68,7 @@ class Classifier:
             backend = "torch"
             if Path(path).suffix != ".onnx" and str(device) == "cpu":
                 try:
-                    from pokemon_classifier.export import cached_onnx
+                    from pokemon_classifier.onnx_graph import cached_onnx
 
                     path, backend = cached_onnx(path), "onnx"
                 except UserError:
@@ -77,7 +77,7 @@ class Classifier:
                     print(f"warning: serving with torch: ONNX export of {path} failed "
                           f"({' '.join(str(e).split())[:160] or type(e).__name__})", flush=True)
         if backend == "onnx" or Path(path).suffix == ".onnx":
-            from pokemon_classifier.export import load_onnx
+            from pokemon_classifier.onnx_graph import load_onnx
 
             run, meta = load_onnx(path, threads=threads)
             if not open_set:

@@ -103,7 +103,7 @@ def manifest() -> dict:
 
 def _model_file(weights) -> tuple[Path, dict]:
     """(ONNX file, its metadata): an .onnx as given, a checkpoint through export's cache."""
-    from pokemon_classifier.export import cached_onnx, load_onnx
+    from pokemon_classifier.onnx_graph import cached_onnx, load_onnx
 
     path = Path(weights)
     onnx = path if path.suffix == ".onnx" else cached_onnx(path)

@@ -1,7 +1,7 @@
 """The open-set score as torch modules: what predict, serve and the ONNX graph run.
 
 Needs only torch and numpy, so that `export` and `predict` import it without the fitting code; the
-ONNX cache key hashes this file (export.graph_code), not the fitting, statistics or plots.
+ONNX cache key hashes this file (onnx_graph.graph_code), not the fitting, statistics or plots.
 """
 
 from __future__ import annotations

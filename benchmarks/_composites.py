@@ -82,3 +82,13 @@ def several(rng, pictures, photos, n: int, shapes=((640, 480), (480, 640), (560,
         if len(boxes) == n:
             break
     return canvas, boxes, dexes
+
+
+def add_arguments(ap) -> None:
+    """The flags both composite benchmarks (explain.py, multi.py) take."""
+    ap.add_argument("--data", default="data/pokemon")
+    ap.add_argument("--splits", default="runs/splits_final.csv")
+    ap.add_argument("--negatives", default="../shared/data/negatives")
+    ap.add_argument("--weights")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)

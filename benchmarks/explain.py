@@ -95,13 +95,8 @@ def write_example(path, weights=None) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="data/pokemon")
-    ap.add_argument("--splits", default="runs/splits_final.csv")
-    ap.add_argument("--negatives", default="../shared/data/negatives")
-    ap.add_argument("--weights")
+    C.add_arguments(ap)
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", action="store_true", help="measure every composite, named correctly or not (smoke tests)")
     ap.add_argument("--example", metavar="PNG", help="only write the docs' example figure (a generated picture) to PNG")
     a = ap.parse_args(argv)

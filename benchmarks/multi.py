@@ -48,14 +48,9 @@ def match(dets, boxes, dexes, at: float = 0.5) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="data/pokemon")
-    ap.add_argument("--splits", default="runs/splits_final.csv")
-    ap.add_argument("--negatives", default="../shared/data/negatives")
-    ap.add_argument("--weights")
+    C.add_arguments(ap)
     ap.add_argument("--composites", type=int, default=40)
     ap.add_argument("--singles", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)

@@ -46,7 +46,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
-    from test_web import CHROMIUM, FLAGS, parity_pictures, static_server
+    from helpers import CHROMIUM, FLAGS
+    from test_web import parity_pictures, static_server
 
     from pokemon_classifier import web
     from pokemon_classifier.models import resolve_weights

@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import threading
@@ -163,3 +164,25 @@ def served_app(app, **config):
         srv.should_exit = True
         t.join(10)
         sock.close()
+
+
+# ---------------------------------------------------------------- headless Chromium
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream"]
+
+
+def chromium():
+    """A headless Chromium (Playwright) for a module-scoped fixture: `yield from chromium()`; skips the
+    module's browser tests with a reason when Chromium or Playwright is missing."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

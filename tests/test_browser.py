@@ -2,13 +2,11 @@
 busy state, artwork fallback and the phone viewport. Skips (with the reason) where Chromium or Playwright is absent."""
 
 import io
-import os
-import shutil
 import time
 
 import pytest
 
-from helpers import CLASSES, draw_shape, served_app, tiny_checkpoint
+from helpers import chromium, CLASSES, draw_shape, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -17,10 +15,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from pokemon_classifier.app import create_app  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream"]
 # A picture made here (no network, no shared data) stands in for the artwork a --artwork-url would give.
 ART = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='96' height='96'>"
        "<circle cx='48' cy='48' r='40' fill='gold'/><text x='10' y='55'>{dex3} {name}</text></svg>")
@@ -42,12 +36,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def _open(browser, served, locale="en-US", viewport=(1280, 800)):

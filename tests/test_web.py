@@ -8,7 +8,6 @@ import functools
 import http.server
 import io
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -17,14 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import CLASSES, SHARED, draw_shape, run_cli, tiny_checkpoint
+from helpers import chromium, CLASSES, SHARED, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import pokedex, web
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream"]
 N_PARITY = 200
 
 
@@ -190,13 +185,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def _open(browser, site, viewport=(1280, 800)):

@@ -11,7 +11,6 @@ evaluate (and so predict), the library must not.
 from __future__ import annotations
 
 import io
-import os
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pokemon_classifier.errors import UserError
+from pokemon_classifier.runtime import machine
 from pokemon_classifier.quantize import KEY, METHODS, Batches, failed, quantize, record
 
 GATES = {"top1": 0.003, "top5": 0.002, "open_set": 0.01, "speedup": 2.0}
@@ -195,19 +195,3 @@ def main(args, weights) -> int:
               f"{'' if gate['passed'] else ': ' + ', '.join(failed(gate))})")
     print("gates: " + ("passed" if gate["passed"] else "FAILED: " + ", ".join(failed(gate))))
     return 0 if gate["passed"] else 1
-
-
-def machine() -> str:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return f"{cpu}, {os.cpu_count()} cores, onnxruntime {onnxruntime.__version__}"

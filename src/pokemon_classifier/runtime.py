@@ -130,3 +130,24 @@ def finite_float(value: str) -> float:
 
 def fraction(value: str) -> float:
     return _number(float, value, lambda x: 0 <= x <= 1, "a number from 0 to 1")
+
+
+def machine() -> str:
+    """One line describing this machine and the libraries that set its speed, printed (and recorded)
+    with every speed figure: benchmarks/ and the int8 gate."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}")

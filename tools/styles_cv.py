@@ -57,7 +57,7 @@ def collect(model, meta, args, kinds, real_kinds):
     ann = ann.assign(kind=ann["img_name"].map(kind_of).fillna(""))
     tr, va = ann[ann["split"] == "train"].reset_index(drop=True), ann[ann["split"] == "val"].reset_index(drop=True)
     if args.limit:
-        tr, va = tr.head(args.limit), va.head(args.limit)
+        tr, va = (df.sample(min(args.limit, len(df)), random_state=0).sort_index() for df in (tr, va))
     paths = lambda df: [safe_image_path(args.data, n) for n in df["img_name"]]  # noqa: E731
     index_of = {dex: i for i, dex in enumerate(meta["class_ids"])}
     v = {}
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--accept", type=float, default=0.95)
     ap.add_argument("--confidence", type=float, default=0.9, help="threshold_for's confidence (0: plain quantile)")
     ap.add_argument("--repeats", type=positive_int, default=1, help="2-fold splits of the tuning negatives to average over")
-    ap.add_argument("--limit", type=positive_int, help="at most this many train and val pictures (a quick look)")
+    ap.add_argument("--limit", type=positive_int, help="at most this many train and val pictures, drawn at random with a fixed seed (a quick look)")
     args = ap.parse_args(argv)
     kinds = parse_kinds(args.kinds, "--kinds")
     real_kinds = [k for k in args.real_kinds.split(",") if k]

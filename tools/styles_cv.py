@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--accept", type=float, default=0.95)
     ap.add_argument("--confidence", type=float, default=0.9, help="threshold_for's confidence (0: plain quantile)")
     ap.add_argument("--repeats", type=positive_int, default=1, help="2-fold splits of the tuning negatives to average over")
-    ap.add_argument("--limit", type=positive_int, help="at most this many train and val pictures, drawn at random with a fixed seed (a quick look)")
+    ap.add_argument("--limit", type=positive_int,
+                    help="at most this many train and val pictures, drawn at random with a fixed seed (a quick look)")
     args = ap.parse_args(argv)
     kinds = parse_kinds(args.kinds, "--kinds")
     real_kinds = [k for k in args.real_kinds.split(",") if k]

@@ -128,16 +128,14 @@ def read_styles(styles_dir) -> pd.DataFrame:
     if not styles_dir.is_dir():
         raise UserError(f"{styles_dir}: styles folder not found")
     df = read_annotations(styles_dir, purpose="evaluate")
+    from pokemon_classifier.fileio import read_csv_input
+
     kinds = pd.Series(dtype=str)
     for path in (styles_dir / "annotations.csv", styles_dir / MANIFEST):
-        if path.is_file():
-            try:
-                t = pd.read_csv(path, dtype=str, keep_default_na=False)
-            except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-                raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-            if {"img_name", "kind"} <= set(t.columns):
-                kinds = t.drop_duplicates("img_name").set_index("img_name")["kind"]
-                break
+        t = read_csv_input(path, "styles table") if path.is_file() else pd.DataFrame()
+        if {"img_name", "kind"} <= set(t.columns):
+            kinds = t.drop_duplicates("img_name").set_index("img_name")["kind"]
+            break
     df["kind"] = df["img_name"].map(kinds).fillna("style").replace("", "style")
     return df
 

@@ -248,3 +248,16 @@ def test_styles_cv_never_reads_test_rows_nor_fits_on_the_held_out_style(setup, c
             assert len(absent) == 1 and absent[0] not in sk
             missing += absent
     assert sorted(set(missing)) == ["flat", "gameboy", "icon"]  # each style held out in turn
+
+
+def test_styles_cv_rule_keeps_rejection_then_maximises_held_out_acceptance():
+    """The rule of docs/unknown.md, written before any look: no negative kind more than 1 point
+    below baseline's rejection; then the highest mean accepted share; ties to the earlier setting."""
+    choose = _tool("styles_cv").choose
+    rej = {"photo": 0.95, "gen3-art": 0.90}
+    results = {"baseline": ({"icon": (0.6, 0.9, 10)}, rej),
+               "style-positives": ({"icon": (0.9, 0.9, 10)}, {"photo": 0.945, "gen3-art": 0.93}),
+               "no-texture": ({"icon": (0.99, 0.9, 10)}, {"photo": 0.93, "gen3-art": 0.95}),
+               "no-texture+style-positives": ({"icon": (0.9, 0.9, 10)}, rej)}
+    best, eligible = choose(results)
+    assert eligible == ["baseline", "style-positives", "no-texture+style-positives"] and best == "style-positives"

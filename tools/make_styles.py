@@ -35,12 +35,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="all", help=f"all, none or some of {','.join(styles.STYLE_KINDS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--real", type=Path, metavar="DIR", help="also copy this data folder's pictures, kind from its manifest.csv")
-    ap.add_argument("--limit", type=int, help="at most this many pictures of the split (the first by name)")
+    ap.add_argument("--limit", type=int, help="at most this many pictures of the split, drawn at random with a fixed seed")
     args = ap.parse_args(argv)
     try:
         kinds = styles.parse_kinds(args.kinds, "--kinds")
         df = select(args.data, args.splits, args.split).sort_values("img_name")
-        df = df.head(args.limit) if args.limit else df
+        df = df.sample(min(args.limit, len(df)), random_state=0).sort_values("img_name") if args.limit else df
         rows, skipped = [], 0
         for name, dex in zip(df["img_name"], df["pokemon_id"]):
             try:

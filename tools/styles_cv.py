@@ -98,13 +98,13 @@ def held_out_set(v, held, real_kinds):
 
 
 def run_setting(v, name, held_styles, real_kinds, folds, T, dim, accept, confidence):
-    """{held style: (accepted, top-1)}, {negative kind: share rejected} of one setting."""
+    """{held style: (accepted, top-1, pictures)}, {negative kind: share rejected} of one setting."""
     from pokemon_classifier import openset
 
     opt = SETTINGS[name]
     kinds = v["neg"]["kind"]
     dfold = np.array(["tune" if i % 2 == 0 else "report" for i in range(len(v["deg"]["feats"]))])
-    acc, top1, rej = {}, {}, {}
+    acc, top1, n, rej = {}, {}, {}, {}
     for held in held_styles:
         keep_tr, keep_va = v["train"]["kind"] != held, v["val"]["kind"] != held
         sf, sk = None, []
@@ -128,7 +128,8 @@ def run_setting(v, name, held_styles, real_kinds, folds, T, dim, accept, confide
                     rej.setdefault(k, []).extend((sn[kinds[fold == b] == k] < st["threshold"]).tolist())
                 rej.setdefault("degenerate", []).extend((sd < st["threshold"]).tolist())
         top1[held] = float((hl.argmax(1) == hy).mean()) if len(hy) else float("nan")
-    return ({h: (float(np.mean(acc[h])) if acc.get(h) else float("nan"), top1[h]) for h in held_styles},
+        n[held] = len(hy)
+    return ({h: (float(np.mean(acc[h])) if acc.get(h) else float("nan"), top1[h], n[h]) for h in held_styles},
             {k: float(np.mean(r)) for k, r in rej.items() if r})
 
 
@@ -137,7 +138,7 @@ def choose(results: dict) -> tuple[str | None, list[str]]:
     base = results["baseline"][1]
     eligible = [s for s, (_, rej) in results.items()
                 if all(rej.get(k, 0.0) >= base[k] - TOLERANCE for k in base)]
-    mean = lambda s: float(np.nanmean([a for a, _ in results[s][0].values()]))  # noqa: E731
+    mean = lambda s: float(np.nanmean([a for a, *_ in results[s][0].values()]))  # noqa: E731
     best = max(eligible, key=lambda s: (mean(s), -list(results).index(s))) if eligible else None
     return best, eligible
 
@@ -180,11 +181,12 @@ def main(argv=None) -> int:
     for name in settings:
         held, rej = run_setting(v, name, held_styles, real_kinds, folds, T, dim, args.accept, args.confidence or None)
         results[name] = held, rej
-        mean = float(np.nanmean([a for a, _ in held.values()]))
-        print(f"setting {name}: held out " + ", ".join(f"{h} accepted {a:.3f} top-1 {t:.3f}" for h, (a, t) in held.items())
+        mean = float(np.nanmean([a for a, *_ in held.values()]))
+        print(f"setting {name}: held out " + ", ".join(f"{h} accepted {a:.3f} top-1 {t:.3f} ({k})"
+                                                     for h, (a, t, k) in held.items())
               + f" | mean accepted {mean:.3f} | rejected " + ", ".join(f"{k} {r:.3f}" for k, r in rej.items()), flush=True)
     best, eligible = choose(results)
-    mean = float(np.nanmean([a for a, _ in results[best][0].values()])) if best else float("nan")
+    mean = float(np.nanmean([a for a, *_ in results[best][0].values()])) if best else float("nan")
     print(f"rule: eligible {', '.join(eligible) or 'none'}; chosen {best} (mean held-out accepted {mean:.3f}, "
           f"target 0.95 {'met' if mean >= 0.95 else 'not met'})")
     return 0

@@ -5,6 +5,7 @@
     pokemon-classifier calibrate --weights soup.pt --data data/ --sizes 224 240 256   # also pick the crop size
     pokemon-classifier calibrate --weights best.pt --data data/ --negatives negatives/  # + the open-set score
     pokemon-classifier calibrate --weights best.pt --data data/ --negatives negatives/ --flip  # + its mirror image
+    pokemon-classifier calibrate ... --negatives negatives/ --style-positives all  # keep new drawing styles
 
 Everything is stored in the checkpoint and used by predict/serve/export. The top-probability
 threshold keeps --keep of the correct validation predictions above it. With --negatives (a folder
@@ -12,7 +13,9 @@ of pictures that are not Gen-1 Pokemon, optionally with a manifest.csv `kind` co
 feature-space open-set score of openset/ is fitted on the training split, the tuning half of the
 negatives and generated degenerate pictures, with a threshold set on the validation images so that
 at least --accept of new Gen-1 pictures pass with --confidence (openset.threshold_for);
-`evaluate --negatives` reports on the other half.
+`evaluate --negatives` reports on the other half. --style-positives also shows the outlier-exposure
+head the training pictures rendered in other drawing styles (styles.py) as Gen-1 pictures, so that
+it learns the species rather than the style (issue 25; the choice is in docs/unknown.md).
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def add_arguments(p) -> None:
     p.add_argument("--flip", action="store_true",
                    help="with --negatives: the open-set score is the mean over the image and its mirror image "
                         "(twice the compute per picture; README \"Unknown\" has what it changed)")
+    p.add_argument("--style-positives", default="none", metavar="KINDS",
+                   help="with --negatives: also fit the outlier-exposure head on the training pictures rendered in "
+                        "these styles as Gen-1 pictures (all, none or a comma list of gameboy,pixel,icon,flat; "
+                        "one rendition per picture; recorded in the checkpoint)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
@@ -118,6 +125,11 @@ def main(args) -> int:
         raise UserError(f"--accept {args.accept}: choose a share between 0.5 and 1")
     if args.negatives and not 0 <= args.confidence < 1:
         raise UserError(f"--confidence {args.confidence}: choose a probability in [0, 1) (0 = no bound)")
+    from pokemon_classifier.styles import parse_kinds
+
+    style_positives = parse_kinds(args.style_positives)
+    if style_positives and not args.negatives:
+        raise UserError("--style-positives: needs --negatives (it shapes the open-set score)")
     model, meta = model_from_checkpoint(ck, args.weights)
     meta.pop("openset", None)  # refitted below (or dropped: it depends on the temperature and size)
     ck.pop("openset", None)
@@ -152,7 +164,8 @@ def main(args) -> int:
         train = select(args.data, args.splits, "train")
         ck["openset"], notes = openset.fit_from_files(
             model, meta, [safe_image_path(args.data, n) for n in train["img_name"]], [p for i, p in enumerate(paths) if ok[i]],
-            args.negatives, t, args.accept, progress, confidence=args.confidence or None, flip=args.flip)
+            args.negatives, t, args.accept, progress, confidence=args.confidence or None, flip=args.flip,
+            style_positives=style_positives)
         for line in notes:
             print(line, file=sys.stderr)
         ck["unknown_threshold"] = 0.0  # the open-set score decides; the top-probability floor is off

@@ -5,11 +5,15 @@
     pokemon-classifier evaluate --weights best.pt --data data/ --splits data/splits.csv --leak-report
     pokemon-classifier evaluate --weights model.onnx --data data/ --split test      # the ONNX export
     pokemon-classifier evaluate ... --by data/manifest.csv:kind    # accuracy per source kind
+    pokemon-classifier evaluate ... --negatives negatives/ --styles styles/   # new species out, new styles in
 
 Works with our checkpoints, their ONNX exports and the original project's (1000-way
 mobilenet_v3_large state_dict). Unreadable images are counted and listed, never fatal. When
 DATA/manifest.csv has a `kind` column (the shared data's does: scraped photos vs game sprites) the
-accuracy per kind is reported too. The plots and report.md are drawn by report.py; temperature and
+accuracy per kind is reported too. `--styles DIR` (Gen-1 pictures in other drawing styles, made by
+tools/make_styles.py: annotations.csv + a `kind` column) adds the share of each style the verdict
+accepts and its top-1: a new style of the 151 must be kept while `--negatives` turns new species
+away. The plots and report.md are drawn by report.py; temperature and
 threshold fitting live in calibrate.py.
 """
 
@@ -117,6 +121,46 @@ def reporting_negative_scores(clf, negatives_dir, batch_size=64, progress=True) 
     return scores[ok], kinds[ok], int(seen.sum()), len(errors)
 
 
+def read_styles(styles_dir) -> pd.DataFrame:
+    """STYLES/annotations.csv (img_name, pokemon_id) with each row's `kind` from its own `kind` column
+    or from STYLES/manifest.csv (img_name,kind) as for negatives; 'style' where neither names one."""
+    styles_dir = Path(styles_dir)
+    if not styles_dir.is_dir():
+        raise UserError(f"{styles_dir}: styles folder not found")
+    df = read_annotations(styles_dir, purpose="evaluate")
+    from pokemon_classifier.fileio import read_csv_input
+
+    kinds = pd.Series(dtype=str)
+    for path in (styles_dir / "annotations.csv", styles_dir / MANIFEST):
+        t = read_csv_input(path, "styles table") if path.is_file() else pd.DataFrame()
+        if {"img_name", "kind"} <= set(t.columns):
+            kinds = t.drop_duplicates("img_name").set_index("img_name")["kind"]
+            break
+    df["kind"] = df["img_name"].map(kinds).fillna("style").replace("", "style")
+    return df
+
+
+def styles_section(clf, styles_dir, batch_size=64, progress=True) -> dict:
+    """evaluate --styles: per style kind (and over all), how many pictures, the share the verdict
+    accepts (not "unknown": the open-set score, or the top-probability floor without one), top-1 on
+    all of them and on the accepted ones."""
+    df = read_styles(styles_dir)
+    ev = evaluate_frame(clf, styles_dir, df, batch_size, progress)
+    scores = ev.scores if ev.scores is not None else [None] * len(ev.y)
+    accepted = np.array([not clf.is_unknown(p, s) for p, s in zip(ev.probs, scores)], dtype=bool)
+    correct = ev.probs.argmax(1) == ev.y
+    kinds = ev.rows["kind"].to_numpy()
+
+    def figures(m):
+        a = m & accepted
+        return {"n": int(m.sum()), "accepted": float(accepted[m].mean()), "top1": float(correct[m].mean()),
+                "top5": M.topk_accuracy(ev.probs[m], ev.y[m], 5),
+                "top1_accepted": float(correct[a].mean()) if a.any() else None}
+
+    per = {str(k): figures(kinds == k) for k in sorted(set(kinds))}
+    return {"styles": str(styles_dir), "unreadable": len(ev.errors), "open_set": clf.open_set is not None,
+            "kinds": per, "all": figures(np.ones(len(kinds), bool))}
+
 
 def read_by(spec: str, data_dir) -> tuple[str, pd.Series]:
     """'FILE.csv:COLUMN' -> (COLUMN, Series img_name -> group). FILE defaults to DATA/manifest.csv."""
@@ -209,6 +253,9 @@ def add_arguments(p) -> None:
     p.add_argument("--negatives", type=Path, metavar="DIR",
                    help="add the open-set section: pictures that are not Gen-1 Pokemon (a manifest.csv "
                         "`kind` column splits the rates); the ones calibrate tuned on are left out")
+    p.add_argument("--styles", type=Path, metavar="DIR",
+                   help="add the styles section: Gen-1 pictures in other drawing styles (annotations.csv + a `kind` "
+                        "column; tools/make_styles.py makes one), the share accepted and top-1 per kind")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -275,6 +322,8 @@ def measure(clf, weights, args, progress: bool):
     raw_scores = None
     if args.negatives:
         result["open_set"], raw_scores = open_set_section(clf, ev, args.negatives, args.batch_size, progress)
+    if args.styles:
+        result["styles"] = styles_section(clf, args.styles, args.batch_size, progress)
     return Report(result, per, cm, p, y, ok_df, args.data, class_ids, weakest), raw_scores
 
 
@@ -303,6 +352,11 @@ def print_summary(report, out: Path | None) -> None:
               f"accepted, top-1 on the accepted {o['top1_accepted']:.4f}")
         for k, v in o["rejected"].items():
             print(f"  {k:<28} rejected {v['rate']:.1%} ({v['n']} images)")
+    if "styles" in result:
+        st = result["styles"]
+        print(f"styles ({st['styles']}, {st['unreadable']} unreadable): share accepted as a Gen-1 Pokemon, top-1")
+        for k, v in {**st["kinds"], "all": st["all"]}.items():
+            print(f"  {k:<28} accepted {v['accepted']:.1%}  top-1 {v['top1']:.4f}  top-5 {v['top5']:.4f}  ({v['n']} images)")
     for e in errors[:20]:
         print(f"  unreadable: {e}")
     if out:

@@ -83,7 +83,7 @@ def plot_top_losses(paths, probs, y, class_ids, path, n=24) -> None:
 class Report:
     """What `evaluate --out` writes: the figures of one evaluation and what they were measured on."""
 
-    result: dict  # metrics.json: the summary, weights, data, split, top confusions, by, open_set
+    result: dict  # metrics.json: the summary, weights, data, split, top confusions, by, open_set, styles
     per: pd.DataFrame  # per_class.csv
     cm: np.ndarray  # confusion matrix (true, predicted)
     p: np.ndarray  # probabilities of the readable rows
@@ -127,6 +127,15 @@ def write_report(out: Path, report: Report) -> None:
                   "| kind | images | rejected |", "|---|---|---|"]
         lines += [f"| {k} | {v['n']} | {v['rate']:.1%} |" for k, v in o["rejected"].items()]
         lines += ["", "![open-set scores](open_set_scores.png)"]
+    st = result.get("styles")
+    if st:
+        lines += ["", "## Styles (Gen-1 Pokémon in other drawing styles)", "",
+                  f"Pictures: `{st['styles']}` ({st['unreadable']} unreadable). A new style of the 151 should be "
+                  "accepted (not \"unknown\") and named right.", "",
+                  "| style | images | accepted | top-1 | top-5 | top-1 of the accepted |", "|---|---|---|---|---|---|"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        lines += [f"| {k} | {v['n']} | {v['accepted']:.1%} | {v['top1']:.4f} | {v['top5']:.4f} | {fmt(v['top1_accepted'])} |"
+                  for k, v in {**st["kinds"], "all": st["all"]}.items()]
     lines += ["", "## Plots", "", "- [Confusion matrix](confusion.png)", "- [Top losses](top_losses.png)",
               "- [Reliability diagram](reliability.png)", "- [Per-class accuracy (CSV)](per_class.csv)", "",
               "![confusion](confusion.png)", "", "![top losses](top_losses.png)", "", "![reliability](reliability.png)", ""]

@@ -19,7 +19,8 @@ OE_C = 0.001
 
 def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
         C: float = OE_C, accept: float = 0.95, weights: dict | None = None, *, dim: int,
-        style: bool = True, confidence: float | None = 0.9, val_flipped: tuple | None = None) -> dict:
+        style: bool = True, confidence: float | None = 0.9, val_flipped: tuple | None = None,
+        style_feats=None, style_kinds=()) -> dict:
     """The open-set state for a checkpoint: every part fitted on training features (+ tuning
     negatives for `oe`), z-scored on the validation images, weighted (WEIGHTS unless given), and
     the threshold from `threshold_for` (at least `accept` of new Gen-1 pictures accepted, with
@@ -30,7 +31,12 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
 
     With `val_flipped` (the validation images' (logits, features) mirrored left-right) the score
     becomes the mean over an image and its mirror image (`flip` in the state; Scored runs both in one
-    batch): the parts are fitted as without, the threshold is set on the mean."""
+    batch): the parts are fitted as without, the threshold is set on the mean.
+
+    With `style_feats` (features of training pictures rendered in other drawing styles, styles.py,
+    kinds `style_kinds`) the `oe` head also sees them as positives: without them it learns "drawn
+    like an icon = not Gen-1" from the Gen-3 icons among the negatives (issue 25). The kNN bank, the
+    z-scoring and the threshold stay on the plain pictures, so the scoring graph is unchanged."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
@@ -40,7 +46,8 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
     state: dict = {"version": 2, "parts": [p for p in PARTS if p in parts], "temperature": float(temperature),
                    "threshold": 0.0, "accept": float(accept), "n_train": int(len(tf)), "n_negatives": int(len(neg_feats)),
                    "confidence": confidence, "C": float(C), "features": {"penultimate": dim, "oe": int(oe_cols)},
-                   "flip": val_flipped is not None}
+                   "flip": val_flipped is not None, "style_positives": list(style_kinds),
+                   "n_style_positives": 0 if style_feats is None else int(len(style_feats))}
     if "knn" in parts:
         pca = PCA(int(min(pca_dim, dim, len(tf) - 1)), random_state=0).fit(tf[:, :dim])
         state.update(pca_mean=pca.mean_.astype(np.float32), pca_components=pca.components_.astype(np.float32),
@@ -50,9 +57,12 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
             state["bank"] = head.project(torch.from_numpy(tf[:, :dim].astype(np.float32))).numpy().astype(np.float16)
     if "oe" in parts:
         nf = np.asarray(neg_feats, dtype=np.float64)[:, :oe_cols]
+        pos = tf[:, :oe_cols]
+        if style_feats is not None and len(style_feats):
+            pos = np.concatenate([pos, np.asarray(style_feats, dtype=np.float64)[:, :oe_cols]])
         mu, sd = tf[:, :oe_cols].mean(0), tf[:, :oe_cols].std(0) + 1e-6
-        X = (np.concatenate([tf[:, :oe_cols], nf]) - mu) / sd
-        y = np.r_[np.ones(len(tf)), np.zeros(len(nf))]
+        X = (np.concatenate([pos, nf]) - mu) / sd
+        y = np.r_[np.ones(len(pos)), np.zeros(len(nf))]
         lr = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X, y)
         state.update(oe_mean=mu.astype(np.float32), oe_scale=sd.astype(np.float32),
                      oe_weight=lr.coef_[0].astype(np.float32), oe_bias=float(lr.intercept_[0]))
@@ -107,10 +117,11 @@ def extract(model, meta: dict, items, batch_size: int = 64, progress: bool = Fal
 
 def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, temperature: float,
                    accept: float = 0.95, progress: bool = False, confidence: float | None = 0.9,
-                   flip: bool = False) -> tuple[dict, list[str]]:
+                   flip: bool = False, style_positives=()) -> tuple[dict, list[str]]:
     """calibrate --negatives: (state, lines for the user) from the features of the training and
     validation images, of the tuning half of the negatives and of generated degenerate pictures
-    (seed 1; evaluate reports on seed 2)."""
+    (seed 1; evaluate reports on seed 2); with `style_positives` (STYLE_KINDS) also of every training
+    picture rendered in one of those styles, in turn (styles.round_robin, seed 0)."""
     table = read_negatives(negatives_dir)
     tune = table[table["half"] == "tune"]
     degenerate, _ = degenerate_set(10, seed=1)
@@ -118,12 +129,15 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     vl, vf, ve = extract(model, meta, val_paths, progress=progress, desc="val features")
     _, nf, ne = extract(model, meta, list(tune["path"]) + degenerate, progress=progress, desc="negative features")
     ok = lambda a, errs: a[[i for i in range(len(a)) if i not in errs]]  # noqa: E731
+    sf = None
+    if style_positives:
+        sf = style_features(model, meta, train_paths, style_positives)[1]
     flipped = None
     if flip:
         fl, ff, _ = extract(model, meta, val_paths, progress=progress, desc="val features, mirrored", flip=True)
         flipped = ok(fl, ve), ok(ff, ve)
     state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept, dim=WithFeatures(model).dim,
-                confidence=confidence, val_flipped=flipped)
+                confidence=confidence, val_flipped=flipped, style_feats=sf, style_kinds=style_positives)
     state["tuned_on"] = sorted(file_key(p) for p in tune["path"])
     state["kinds"] = {str(k): int(v) for k, v in tune["kind"].value_counts().items()}
     n_val = len(vf) - len(ve)
@@ -132,7 +146,39 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     notes = [f"open-set score fitted on {state['n_train']} training images and {state['n_negatives']} negatives "
              f"({len(tune)} from {negatives_dir}, {len(degenerate)} generated); threshold {state['threshold']:.3f} "
              f"accepts {state['val_accepted']:.1%} of the {n_val} validation images, {goal}"]
+    if style_positives:
+        notes.append(f"the outlier-exposure head also saw {state['n_style_positives']} training pictures rendered as "
+                     f"{', '.join(style_positives)} as Gen-1 pictures")
     if not bound_met(n_val, accept, confidence):
         notes.append(f"warning: {n_val} validation images are too few for that guarantee; the threshold accepts all of "
                      "them")
     return state, notes
+
+
+def style_features(model, meta: dict, paths, kinds, seed: int = 0, chunk: int = 256):
+    """(logits, features, kinds, rows) of `paths` each rendered in one of `kinds` in turn
+    (styles.round_robin); rendered `chunk` at a time so that only that many pictures are in memory.
+    Unreadable paths are left out (they are counted where the plain pictures are read): `rows` are
+    the indices into `paths` of what was rendered, `kinds` each one's style."""
+    from pokemon_classifier.errors import ImageError
+    from pokemon_classifier.images import load_image
+    from pokemon_classifier.styles import render, round_robin
+
+    jobs = round_robin([str(p) for p in paths], list(kinds), seed)
+    logits, feats, done = [], [], []
+    for start in range(0, len(jobs), chunk):
+        items = []
+        for i, (path, kind, s) in enumerate(jobs[start: start + chunk], start):
+            try:
+                items.append(render(load_image(path), kind, s))
+            except ImageError:
+                continue
+            done.append(i)
+        if items:
+            lo, fe, _ = extract(model, meta, items, desc="style renditions")
+            logits.append(lo), feats.append(fe)
+    if not logits:
+        from pokemon_classifier.errors import UserError
+
+        raise UserError(f"no readable picture among {len(jobs)} training pictures to render")
+    return np.concatenate(logits), np.concatenate(feats), np.array([jobs[i][1] for i in done]), np.array(done, int)

@@ -196,7 +196,7 @@ def test_network_features_and_a_head_without_texture_statistics():
     rng = np.random.default_rng(0)
     tf, nf, vf = (rng.normal(size=(n, 1120)).astype(np.float32) for n in (60, 20, 30))
     vl = rng.normal(size=(30, 151)).astype(np.float32)
-    st = openset.fit(tf, nf, vl, vf, 1.0, pca_dim=16, dim=1024, style=False)
+    st = openset.fit(tf, nf, vl, vf, 1.0, dim=1024, opts=openset.FitOptions(pca_dim=16, style=False))
     assert st["oe_mean"].numel() == 1024 and st["features"] == {"penultimate": 1024, "oe": 1024}
     head = openset.OpenSetHead(st)
     wide, narrow = torch.from_numpy(vf), torch.from_numpy(vf[:, :1024])
@@ -303,7 +303,7 @@ def test_fit_sets_the_threshold_on_the_mean_over_both_views():
     rng = np.random.default_rng(1)
     tf, nf, vf, vf2 = (rng.normal(size=(n, 40)).astype(np.float32) for n in (80, 30, 50, 50))
     vl, vl2 = (rng.normal(size=(50, 151)).astype(np.float32) for _ in range(2))
-    kw = dict(pca_dim=8, dim=32, accept=0.9, confidence=None)
+    kw = dict(dim=32, opts=openset.FitOptions(pca_dim=8, accept=0.9, confidence=None))
     one = openset.fit(tf, nf, vl, vf, 1.0, **kw)
     both = openset.fit(tf, nf, vl, vf, 1.0, val_flipped=(vl2, vf2), **kw)
     assert not one["flip"] and both["flip"]

@@ -90,8 +90,9 @@ def main(argv=None) -> int:
         rej: dict[str, list] = {}
         for fold in folds:
             for a, b in (("tune", "report"), ("report", "tune")):
-                st = openset.fit(tf[keep], np.concatenate([nf[fold == a], df_[dfold == a]]), vl, vf, T, accept=accept,
-                                 C=C, weights=w, dim=dim, style=style == "on", confidence=conf or None,
+                st = openset.fit(tf[keep], np.concatenate([nf[fold == a], df_[dfold == a]]), vl, vf, T, dim=dim,
+                                 opts=openset.FitOptions(accept=accept, C=C, weights=w, style=style == "on",
+                                                         confidence=conf or None),
                                  val_flipped=views[True][0] if flip else None)
                 head = openset.OpenSetHead(st)
                 sn, sd = scores(head, flip, 1, fold == b), scores(head, flip, 2, dfold == b)

@@ -116,8 +116,9 @@ def run_setting(v, name, held_styles, real_kinds, folds, T, dim, accept, confide
             for a, b in (("tune", "report"), ("report", "tune")):
                 st = openset.fit(v["train"]["feats"][keep_tr],
                                  np.concatenate([v["neg"]["feats"][fold == a], v["deg"]["feats"][dfold == a]]),
-                                 v["val"]["logits"][keep_va], v["val"]["feats"][keep_va], T, accept=accept, dim=dim,
-                                 style=opt["style"], confidence=confidence, style_feats=sf, style_kinds=sk)
+                                 v["val"]["logits"][keep_va], v["val"]["feats"][keep_va], T, dim=dim,
+                                 opts=openset.FitOptions(accept=accept, style=opt["style"], confidence=confidence),
+                                 style_feats=sf, style_kinds=sk)
                 head = openset.OpenSetHead(st)
                 with torch.no_grad():
                     score = lambda lo, fe: head(torch.as_tensor(lo), torch.as_tensor(fe)).numpy()  # noqa: E731

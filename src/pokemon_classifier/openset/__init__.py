@@ -23,12 +23,12 @@ degenerate (generated pictures), stats (threshold and rates), plots (the report'
 """
 
 from pokemon_classifier.openset.degenerate import DEGENERATE_KINDS, degenerate_image, degenerate_set
-from pokemon_classifier.openset.fit import OE_C, WEIGHTS, extract, fit, fit_from_files, style_features, to_checkpoint
+from pokemon_classifier.openset.fit import OE_C, WEIGHTS, FitOptions, extract, fit, fit_from_files, style_features, to_checkpoint
 from pokemon_classifier.openset.negatives import file_key, negative_item, read_negatives, split_negatives
 from pokemon_classifier.openset.plots import plot_scores
 from pokemon_classifier.openset.scoring import PARTS, OpenSetHead, Scored, WithFeatures
 from pokemon_classifier.openset.stats import bound_met, rates, threshold_for
 
 __all__ = ["DEGENERATE_KINDS", "OE_C", "PARTS", "WEIGHTS", "OpenSetHead", "Scored", "WithFeatures", "bound_met",
-           "degenerate_image", "degenerate_set", "extract", "file_key", "fit", "fit_from_files", "negative_item",
+           "degenerate_image", "degenerate_set", "extract", "file_key", "fit", "FitOptions", "fit_from_files", "negative_item",
            "plot_scores", "rates", "read_negatives", "split_negatives", "style_features", "threshold_for", "to_checkpoint"]

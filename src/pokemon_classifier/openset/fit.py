@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -17,10 +19,22 @@ WEIGHTS = {"knn": 1.5, "oe": 2.0, "msp": 1.0}
 OE_C = 0.001
 
 
-def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts=PARTS, pca_dim: int = 256,
-        C: float = OE_C, accept: float = 0.95, weights: dict | None = None, *, dim: int,
-        style: bool = True, confidence: float | None = 0.9, val_flipped: tuple | None = None,
-        style_feats=None, style_kinds=()) -> dict:
+@dataclass(frozen=True)
+class FitOptions:
+    """How `fit` scores and sets the threshold: the parts and their weights (WEIGHTS unless given), the
+    kNN bank's PCA size, the `oe` head's C and whether it sees the texture statistics (`style`), and
+    the threshold rule (`accept` of new Gen-1 pictures with `confidence`; None: the plain quantile)."""
+    parts: tuple = PARTS
+    pca_dim: int = 256
+    C: float = OE_C
+    accept: float = 0.95
+    weights: dict | None = None
+    style: bool = True
+    confidence: float | None = 0.9
+
+
+def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, *, dim: int,
+        opts: FitOptions = FitOptions(), val_flipped: tuple | None = None, style_feats=None, style_kinds=()) -> dict:
     """The open-set state for a checkpoint: every part fitted on training features (+ tuning
     negatives for `oe`), z-scored on the validation images, weighted (WEIGHTS unless given), and
     the threshold from `threshold_for` (at least `accept` of new Gen-1 pictures accepted, with
@@ -40,6 +54,8 @@ def fit(train_feats, neg_feats, val_logits, val_feats, temperature: float, parts
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
+    parts, pca_dim, C, accept = opts.parts, opts.pca_dim, opts.C, opts.accept
+    weights, style, confidence = opts.weights, opts.style, opts.confidence
     tf = np.asarray(train_feats, dtype=np.float64)
     dim = int(dim)
     oe_cols = tf.shape[1] if style else dim
@@ -136,8 +152,9 @@ def fit_from_files(model, meta: dict, train_paths, val_paths, negatives_dir, tem
     if flip:
         fl, ff, _ = extract(model, meta, val_paths, progress=progress, desc="val features, mirrored", flip=True)
         flipped = ok(fl, ve), ok(ff, ve)
-    state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, accept=accept, dim=WithFeatures(model).dim,
-                confidence=confidence, val_flipped=flipped, style_feats=sf, style_kinds=style_positives)
+    state = fit(ok(tf, te), ok(nf, ne), ok(vl, ve), ok(vf, ve), temperature, dim=WithFeatures(model).dim,
+                opts=FitOptions(accept=accept, confidence=confidence), val_flipped=flipped, style_feats=sf,
+                style_kinds=style_positives)
     state["tuned_on"] = sorted(file_key(p) for p in tune["path"])
     state["kinds"] = {str(k): int(v) for k, v in tune["kind"].value_counts().items()}
     n_val = len(vf) - len(ve)

@@ -186,3 +186,18 @@ def chromium():
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+def kill_at_rename(argv_index: int) -> str:
+    """Python source that makes a child process kill itself (SIGKILL) instead of making its k-th
+    `os.replace` (fileio.atomic_open's rename), k = int(sys.argv[argv_index]): a crash at each write."""
+    return f"""
+import os, signal, sys
+real, calls = os.replace, [0]
+def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
+    calls[0] += 1
+    if calls[0] == int(sys.argv[{argv_index}]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+os.replace = replace
+"""

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import CLASSES, assert_one_line_error, run_cli, stale_temp_files
+from helpers import CLASSES, assert_one_line_error, kill_at_rename, run_cli, stale_temp_files
 from pokemon_classifier import annotations
 from pokemon_classifier.annotations import read_annotations
 from pokemon_classifier.errors import UserError
@@ -248,15 +248,7 @@ def test_from_folders_strict_flag_on_the_command_line(tmp_path):
 
 
 # ------------------------------------------------------------------ annotate --add: concurrent runs, kill -9
-_ADD = """
-import os, signal, sys
-real, calls = os.replace, [0]
-def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
-    calls[0] += 1
-    if calls[0] == int(sys.argv[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(a, b)
-os.replace = replace
+_ADD = kill_at_rename(1) + """
 from pokemon_classifier.cli import main
 sys.exit(main(["annotate", sys.argv[2], "--add", sys.argv[3]]))
 """

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import CLASSES, draw_shape, run_cli, tiny_checkpoint
+from helpers import CLASSES, draw_shape, kill_at_rename, run_cli, tiny_checkpoint
 from pokemon_classifier import annotations
 
 pytest.importorskip("fastapi")
@@ -240,18 +240,11 @@ def test_phone_photos_are_kept(clf, tmp_path, fmt):
 
 
 # ------------------------------------------------------------------ kill -9
-_SAVER = """
-import io, os, signal, sys
+_SAVER = kill_at_rename(3) + """
+import io
 import numpy as np
 from pokemon_classifier.collect import Collector
 from pokemon_classifier.synthetic import draw_shape
-real, calls = os.replace, [0]
-def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
-    calls[0] += 1
-    if calls[0] == int(sys.argv[3]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(a, b)
-os.replace = replace
 c = Collector(sys.argv[1])
 for i in range(100):
     b = io.BytesIO()

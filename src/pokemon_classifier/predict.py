@@ -130,7 +130,6 @@ class Classifier:
         logits, scores = self._run(batch)
         return torch.softmax(torch.from_numpy(logits).float() / self.temperature, 1).numpy(), scores
 
-
     def is_unknown(self, p: np.ndarray, score: float | None = None) -> bool:
         low = float(np.max(p)) < self.threshold
         return bool(low or (score is not None and self.open_set_threshold is not None

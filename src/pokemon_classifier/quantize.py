@@ -12,7 +12,7 @@ test). Only the network's own layers are quantised; the open-set score (the kNN 
 outlier-exposure head, the texture statistics of WithFeatures) stays fp32, since a sum of z-scores
 compared with one threshold is where rounding would move verdicts.
 
-The gate runs both ONNX files in the same process on the test split: top-1 within 0.3 points,
+The gate (int8_gate.py, the `export --int8` command) runs both ONNX files in the same process on the test split: top-1 within 0.3 points,
 top-5 within 0.2, open-set acceptance and every negatives rate (the reporting half, as `evaluate
 --negatives`) within 1 point, ECE reported; and single-picture p50 and batch-32 throughput at
 least 2x fp32, measured interleaved. The int8 graph, its gate and a fingerprint of what it was made

@@ -167,7 +167,7 @@ def test_dark_and_light_pages_are_axe_clean_with_history_and_timeline(browser, s
     page.set_input_files("#video", str(clip))
     page.wait_for_function("document.querySelectorAll('.strip li').length >= 2", timeout=20000)
     page.click("#vdetails summary")
-    assert page.locator("#history-list li").count() == 2
+    page.wait_for_function("document.querySelectorAll('#history-list li').length === 2")
     bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in Axe().run(page).response["violations"]
            if v["impact"] in ("serious", "critical")]
     assert bad == []
@@ -216,6 +216,31 @@ def test_the_card_shows_the_users_own_picture_and_share_only_where_it_exists(bro
     shared = page.evaluate("window.shared")
     assert shared["text"].startswith("Pokémon classifier: Pikachu ") and shared["text"].endswith("%")
     ctx.close()
+
+
+def test_a_clip_shows_a_still_of_itself_in_the_card_and_the_history(browser, served):
+    av = pytest.importorskip("av")
+    clip = served["root"] / "pika.webm"  # VP8: a format every Chromium plays (its mpeg4 clips it cannot)
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("libvpx", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for colour, n in (((0, 0, 0), 10), (COLOURS[25], 20)):
+            for _ in range(n):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), colour, np.uint8), format="rgb24")):
+                    c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    page = _open(browser, served)
+    page.set_input_files("#video", str(clip))
+    page.wait_for_function("document.querySelectorAll('#history-list li').length === 1", timeout=20000)
+    assert page.inner_text("#verdict").startswith("Pikachu")
+    # the still is taken where Pikachu is seen (1-3 s), not the black first second
+    pixel = page.evaluate("""() => { const i = document.getElementById('own'), c = document.createElement('canvas');
+      c.width = c.height = 1; c.getContext('2d').drawImage(i, 0, 0, 1, 1); return [...c.getContext('2d').getImageData(0, 0, 1, 1).data]; }""")
+    assert page.is_visible("#own") and all(abs(a - b) < 40 for a, b in zip(pixel, COLOURS[25])), pixel
+    assert page.get_attribute("#history-list img", "src").startswith("data:image/jpeg")
+    assert page.inner_text("#history-list li").startswith("Video: Pikachu")
+    page.context.close()
 
 
 def test_the_favicon_is_an_inline_picture(browser, served):

@@ -139,6 +139,11 @@ def test_an_unshrinkable_big_file_says_what_to_do(browser, served):
     page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=10000)
     assert page.inner_text("#error") == "This file is too big (11 MB) and could not be shrunk: try a smaller picture."
     assert page.is_hidden("#busy")
+    clip = served["root"] / "long.mp4"
+    clip.write_bytes(b"\0" * (12 * 1024 * 1024))  # a video cannot be shrunk here: it is refused before sending
+    page.set_input_files("#video", str(clip))
+    page.wait_for_function("document.getElementById('error').textContent.includes('video')", timeout=10000)
+    assert page.inner_text("#error") == "This video is too big (12 MB; the limit is 10 MB): send a shorter clip."
     page.context.close()
 
 

@@ -82,7 +82,7 @@ def test_pokedex_and_config_endpoints(clf):
     assert c.get("/api/pokedex", headers={"Accept-Language": "de-CH"}).json()["pokemon"][121]["display_name"] == "Pantimos"
     cfg = c.get("/api/config", headers={"Accept-Language": "es-MX"}).json()
     assert cfg == {"lang": "es-419", "languages": pokedex.LANGUAGES, "artwork_url": "https://example.org/{dex_id}.png",
-                   "collect": False}
+                   "collect": False, "max_upload_mb": 10.0}
     for tag in ("en", "de", "fr", "es", "it", "ja", "ko", "zh-Hans", "zh-Hant"):
         assert tag in cfg["languages"]
 

@@ -94,7 +94,8 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
     @router.get("/api/config")
     def config(request: Request, lang: str | None = None):
         return {"lang": request_language(request, lang), "languages": pokedex.LANGUAGES,
-                "artwork_url": artwork_url, "collect": collector is not None}
+                "artwork_url": artwork_url, "collect": collector is not None,
+                "max_upload_mb": max_upload / (1024 * 1024)}  # the page shrinks larger photos before sending
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         if collector is not None:  # answers never show where the server keeps its files

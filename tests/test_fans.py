@@ -237,3 +237,18 @@ def test_negatives_share_the_budget_and_are_repaired_at_start(clf, tmp_path, cap
     assert "dropped 1 negatives rows" in err and "moved 1 negatives without a row" in err and err.count("\n") == 1
     assert (neg / "unlisted" / "later-gen007.png").is_file() and not list(col.rglob("*.tmp"))
     assert _feedback(c, _png(seed=4), answer="later-gen").json()["saved"] == "negatives/images/later-gen008.png"
+
+
+def test_a_broken_negatives_manifest_is_one_line_naming_it(clf, tmp_path):
+    from pokemon_classifier.collect import Collector
+    from pokemon_classifier.errors import UserError
+
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    assert _feedback(c, _png(), answer="not-pokemon").status_code == 200
+    (col / "negatives" / "manifest.csv").write_text("name,what\nx.png,photo\n")  # damaged while serving
+    r = _feedback(c, _png(seed=1), answer="later-gen")
+    assert r.status_code == 400 and "negatives/manifest.csv" in r.json()["error"] and str(tmp_path) not in r.text
+    with pytest.raises(UserError, match=r"manifest\.csv: header must include img_name,kind") as e:
+        Collector(col)  # and a start refuses it rather than the first post
+    assert "\n" not in str(e.value)

@@ -155,6 +155,7 @@ def test_correction_is_saved_in_the_users_language(browser, served):
         ["#122 Pantimos (Mr. Mime)"]
     page.select_option("#fix-list", "122")
     page.click("#fix-send")
+    page.click("#fix-yes")  # the confirm step (issue 26)
     page.wait_for_function("document.getElementById('fix-status').textContent.includes('mr-mime')", timeout=10000)
     assert page.inner_text("#fix-status").startswith("Danke")
     df = annotations.read_annotations(served["collect"])

@@ -279,3 +279,30 @@ def test_serve_precision_option(made, monkeypatch):
     for extra in ([], ["--precision", "fp32"]):
         assert run_cli("serve", "--port", "0", *extra)[0] == 2
     assert seen == ["auto", "fp32"]
+
+
+def test_fold_pads_folds_only_zero_constant_pads_into_convs():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pokemon_classifier.onnx_graph import fold_pads
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    zero_pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=np.int64), "p")
+    nodes = [helper.make_node("Pad", ["x", "p"], ["xa"], name="zero"),
+             helper.make_node("Conv", ["xa", "w"], ["a"], strides=[2, 2], pads=[1, 1, 0, 0]),
+             helper.make_node("Pad", ["x", "p"], ["xb"], name="reflect", mode="reflect"),
+             helper.make_node("Conv", ["xb", "w"], ["b"], strides=[2, 2])]
+    io = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    model = helper.make_model(helper.make_graph(nodes, "g", [io("x", [1, 3, 8, 8])], [io("a", None), io("b", None)],
+                                                [w, zero_pads]), opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})  # noqa: E731
+    before = run(model)
+    folded = fold_pads(onnx.load_from_string(model.SerializeToString()))
+    assert [n.name for n in folded.graph.node if n.op_type == "Pad"] == ["reflect"]
+    conv = next(n for n in folded.graph.node if n.output[0] == "a")
+    assert conv.input[0] == "x" and [list(a.ints) for a in conv.attribute if a.name == "pads"] == [[1, 1, 1, 1]]
+    for got, ref in zip(run(folded), before):
+        assert np.allclose(got, ref, atol=1e-6)

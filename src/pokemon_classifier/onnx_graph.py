@@ -139,23 +139,27 @@ def fold_pads(model):
         convs = users.get(pad.output[0], [])
         if (mode != b"constant" or pads is None or value is None or np.any(value != 0) or len(pads) != 8
                 or np.any(pads[[0, 1, 4, 5]] != 0) or np.any(pads < 0) or pad.output[0] in outputs
-                or len(pad.input) > 3 or not convs or any(c.op_type != "Conv" or c.input[0] != pad.output[0] for c in convs)):
+                or len(pad.input) > 3 or not convs or not all(_explicit_conv(c, pad.output[0]) for c in convs)):
             continue
         for conv in convs:
             attrs = {a.name: a for a in conv.attribute}
-            if attrs.get("auto_pad") is not None and attrs["auto_pad"].s not in (b"", b"NOTSET"):
-                break
             old = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
             new = [old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])]
             if "pads" in attrs:
                 conv.attribute.remove(attrs["pads"])
             conv.attribute.append(helper.make_attribute("pads", new))
             conv.input[0] = pad.input[0]
-        else:
-            dead.append(pad)
+        dead.append(pad)
     for n in dead:
         model.graph.node.remove(n)
     return _prune(model) if dead else model
+
+
+def _explicit_conv(node, data: str) -> bool:
+    """Whether `node` is a 2-D Conv reading `data` as its input only, with explicit pads (no auto_pad)."""
+    auto = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+    return (node.op_type == "Conv" and node.input[0] == data and data not in node.input[1:]
+            and auto in (b"", b"NOTSET"))
 
 
 def _constant(model, name: str):

@@ -82,16 +82,87 @@ def test_int8_agrees_with_fp32(made, tmp_path):
     assert np.corrcoef(fp32[1], int8[1])[0, 1] > 0.9  # the open-set score barely moves
 
 
-def test_shape_arithmetic_is_never_quantised(made, tmp_path):
-    *_, onnx_path = made
-    m = onnx.load(str(onnx_path))
+def test_shape_arithmetic_is_never_quantised(tmp_path):
+    """A graph with TensorFlow "same" padding computed at run time (what export wrote before static
+    padding, and what a hand-made .onnx may hold): its shape arithmetic stays out of quantisation."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(Conv2dSame(3, 8, 3, stride=2), torch.nn.ReLU(), Conv2dSame(8, 8, 3, stride=2)).eval()
+    torch.onnx.export(conv, (torch.randn(1, 3, 32, 32),), str(tmp_path / "same.onnx"), input_names=["image"],
+                      dynamic_axes={"image": {0: "batch", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+    m = onnx.load(str(tmp_path / "same.onnx"))
     pads = [n for n in m.graph.node if n.op_type == "Pad"]
-    assert pads  # tf_efficientnet's "same" padding, computed from the input's shape
+    assert pads  # computed from the input's shape
     shape = set(quantize.shape_nodes(m))
     producer = {o: n for n in m.graph.node for o in n.output}
     assert all(producer[p.input[1]].name in shape for p in pads if p.input[1] in producer)
-    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in producer and producer[n.input[0]].name in shape
-                   for n in m.graph.node)
+
+    class Reader:
+        def __init__(self):
+            self.left = [{"image": np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+                         for i in range(2)]
+
+        def get_next(self):
+            return self.left.pop() if self.left else None
+
+    quantize_static(str(tmp_path / "same.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    nodes_to_exclude=quantize.keep_fp32(m))
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    producer = {o: n for n in q.graph.node for o in n.output}
+    arithmetic = {n.name for n in m.graph.node if n.name in shape and n.op_type != "Constant"}  # constants: the pad value 0
+    assert {"Shape", "Ceil", "Sub"} <= {n.op_type for n in m.graph.node if n.name in arithmetic}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in producer and producer[n.input[0]].name in arithmetic
+                   for n in q.graph.node)
+
+
+def test_export_pads_statically_with_the_same_outputs(made, tmp_path):
+    """At the checkpoint's one input size every "same" padding is a constant: the exported graph
+    has no Shape or Pad node (asymmetric pads are folded into the Conv), and its outputs are the
+    torch model's, whose padding is computed at run time."""
+    from timm.layers import Conv2dSame
+
+    from pokemon_classifier.models import load_checkpoint
+    from pokemon_classifier.onnx_graph import export_onnx
+    from pokemon_classifier.openset.scoring import OpenSetHead, Scored
+
+    _, _, ck, _, onnx_path = made
+    model, meta = load_checkpoint(ck)
+    assert any(isinstance(m, Conv2dSame) for m in model.modules())
+    export_onnx(ck, tmp_path / "fp32.onnx", check=False)  # compared below, tighter
+    for path in (tmp_path / "fp32.onnx", onnx_path):  # fp32, and the int8 graph export --int8 made from it
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert not ops & {"Pad", "Shape", "Ceil"}, (path.name, ops & {"Pad", "Shape", "Ceil"})
+    convs = [n for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node if n.op_type == "Conv"]
+    pads = [list(a.ints) for n in convs for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pads  # stride 2 on an even size pads the right and bottom only
+    net = Scored(model, OpenSetHead(meta["openset"])).eval()
+    size = meta["preprocessing"]["size"]
+    x = torch.randn(5, 3, size, size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits, score = net(x)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(tmp_path / "fp32.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    assert np.abs(got[0] - logits.numpy()).max() < 1e-5
+    assert np.abs(got[1] - score.numpy()).max() < 1e-5 * max(1.0, float(score.abs().max()))
+
+
+@pytest.mark.parametrize("size", [31, 32])
+def test_static_padding_matches_timm_same_padding(size):
+    from timm.layers import Conv2dSame
+
+    from pokemon_classifier.onnx_graph import StaticSame, static_padding
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 5, stride=1), Conv2dSame(4, 4, 3, stride=2))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ref = net(x)
+        static = static_padding(net, size)
+        assert all(isinstance(m, StaticSame) for m in static)
+        assert torch.allclose(static(x), ref, atol=1e-6)
 
 
 def test_gate_is_recorded_in_a_checkpoint_that_loads_weights_only(made):
@@ -187,3 +258,51 @@ def test_bad_inputs_are_one_line_errors(made, tmp_path):
     for args, words in cases:
         code, _, err = run_cli(*args)
         assert code == 2 and err.count("\n") == 1 and words in err, (args, err)
+
+
+def test_serve_precision_option(made, monkeypatch):
+    """serve --precision: as predict's (auto runs a passed int8 record), handed to Classifier.load."""
+    from pokemon_classifier.errors import UserError
+
+    _, _, ck, _, _ = made
+    code, _, err = run_cli("serve", "--port", "0", "--weights", ck, "--precision", "int8")
+    assert code == 2 and err.count("\n") == 1 and "has no int8 model" in err
+    code, _, err = run_cli("serve", "--port", "0", "--precision", "half")
+    assert code == 2 and "--precision" in err
+    seen = []
+
+    def fake_load(weights=None, **kw):
+        seen.append(kw.get("precision"))
+        raise UserError("stop here")
+
+    monkeypatch.setattr(Classifier, "load", staticmethod(fake_load))
+    for extra in ([], ["--precision", "fp32"]):
+        assert run_cli("serve", "--port", "0", *extra)[0] == 2
+    assert seen == ["auto", "fp32"]
+
+
+def test_fold_pads_folds_only_zero_constant_pads_into_convs():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pokemon_classifier.onnx_graph import fold_pads
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    zero_pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=np.int64), "p")
+    nodes = [helper.make_node("Pad", ["x", "p"], ["xa"], name="zero"),
+             helper.make_node("Conv", ["xa", "w"], ["a"], strides=[2, 2], pads=[1, 1, 0, 0]),
+             helper.make_node("Pad", ["x", "p"], ["xb"], name="reflect", mode="reflect"),
+             helper.make_node("Conv", ["xb", "w"], ["b"], strides=[2, 2])]
+    io = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    model = helper.make_model(helper.make_graph(nodes, "g", [io("x", [1, 3, 8, 8])], [io("a", None), io("b", None)],
+                                                [w, zero_pads]), opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})  # noqa: E731
+    before = run(model)
+    folded = fold_pads(onnx.load_from_string(model.SerializeToString()))
+    assert [n.name for n in folded.graph.node if n.op_type == "Pad"] == ["reflect"]
+    conv = next(n for n in folded.graph.node if n.output[0] == "a")
+    assert conv.input[0] == "x" and [list(a.ints) for a in conv.attribute if a.name == "pads"] == [[1, 1, 1, 1]]
+    for got, ref in zip(run(folded), before):
+        assert np.allclose(got, ref, atol=1e-6)

@@ -270,6 +270,9 @@ def add_arguments(p) -> None:
                         "checked against torch; about 2x the throughput of torch here), torch on a GPU")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--threads", type=positive_int, help="torch / ONNX Runtime threads for inference (default: all cores)")
+    p.add_argument("--precision", choices=["auto", "int8", "fp32"], default="auto",
+                   help="auto: the checkpoint's int8 model when it records passed gates (`export --int8`; CPU), "
+                        "else fp32; as predict's")
     p.add_argument("--host", default="127.0.0.1",
                    help="0.0.0.0 serves phones and other machines on your network (the webcam then needs --https)")
     p.add_argument("--port", type=int, default=7860)
@@ -353,7 +356,7 @@ def main(args) -> int:
     except (OSError, socket.gaierror) as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     clf = Classifier.load(args.weights, backend=args.backend, device=args.device, threshold=args.threshold,
-                          threads=args.threads)
+                          threads=args.threads, precision=args.precision)
     hosts = args.allowed_hosts.split(",") if args.allowed_hosts else served_names(args.host)
     app = create_app(clf, int(args.max_upload_mb * 1024 * 1024), max_batch=args.max_batch,
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,

@@ -202,7 +202,8 @@ def shape_nodes(model) -> list[str]:
     """The nodes that compute shapes, pads or indices: everything upstream of a shape-like input up
     to the Shape nodes, e.g. the integer arithmetic of tf_efficientnet's "same" padding (Shape,
     Div, Ceil, Sub, ...). Quantising those turns the pads into garbage (top-1 agreement with fp32
-    fell to 0 when they were)."""
+    fell to 0 when they were). `export` now pads statically (onnx_graph.static_padding), so its
+    graphs have none; an .onnx made otherwise may."""
     producer = {o: n for n in model.graph.node for o in n.output}
     todo = [n.input[i] for n in model.graph.node for i in SHAPE_INPUTS.get(n.op_type, ()) if i < len(n.input)]
     seen: dict[str, None] = {}

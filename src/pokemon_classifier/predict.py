@@ -331,6 +331,10 @@ def main(args) -> int:
             failures += 1
             _emit(args, writer, str(v), {"error": str(e)})
             continue
+        if args.multi:  # every Pokemon of every sampled frame (multi.video_where): the story names them all
+            from pokemon_classifier.multi import video_where
+
+            r = video_where(args, clf, v, r)
         if args.lang:
             r = pokedex.localize_video(r, args.lang)
         if args.json:

@@ -60,10 +60,15 @@ def _detections(served) -> list:
 
 def test_why_shows_the_overlay(browser, served):
     page = _open(browser, served, (1280, 800))
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "explain=1" in r.url else None)
+    shown = "document.getElementById('why-img').naturalWidth > 0 && !document.getElementById('why-fig').hidden"
     page.click("#why")
     assert page.get_attribute("#why", "aria-pressed") == "true"
-    page.wait_for_function("document.getElementById('why-img').naturalWidth > 0 && !document.getElementById('why-fig').hidden",
-                           timeout=30000)
+    page.wait_for_function(shown, timeout=30000)
+    page.set_input_files("#file", str(served["pic"]))  # the next picture, toggle still on: explained too
+    page.wait_for_function(f"{shown} && document.querySelectorAll('#bars .bar').length === 5", timeout=30000)
+    assert len(asked) == 2
     assert page.evaluate("[document.getElementById('why-img').naturalWidth, document.getElementById('why-img').naturalHeight]") == [W, H]
     assert page.is_hidden("#where-busy") and page.inner_text("#where-error") == ""
     assert "torch" in page.inner_text("#why-cap") and page.get_attribute("#why-img", "alt")

@@ -114,3 +114,12 @@ def test_health_and_predict_answer_while_an_explanation_runs(server, monkeypatch
         release.set()
         t.join(60)
     assert done["answer"][0] == 200 and "explain" in done["answer"][1]
+
+
+def test_too_many_waiting_get_busy(clf):
+    import asyncio
+
+    full = where.Where(clf, batcher=None, max_pending=0)
+    with pytest.raises(where.Busy, match="try again"):
+        asyncio.run(full.run(picture(), {}, True, False))
+    full.close()

@@ -126,9 +126,10 @@ def test_benchmark_runs_end_to_end(synth_data, tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, root / "benchmarks" / "multi.py", "--data", synth_data, "--splits",
                         synth_data / "splits.csv", "--negatives", neg, "--weights", ckpt, "--composites", "2",
-                        "--singles", "2"], capture_output=True, text=True, timeout=300)
+                        "--singles", "2", "--clips", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "recall" in r.stdout and "precision" in r.stdout and "seconds per picture" in r.stdout
+    assert "story from every frame's --multi" in r.stdout
 
 
 def test_parts_of_one_picture_named_apart_are_one_detection():

@@ -271,18 +271,22 @@ def add_where(args, clf, path, r: dict) -> dict:
 
 
 def video_where(args, clf, path, r: dict) -> dict:
-    """predict CLIP --multi: the video verdict `r` with the detector run on every sampled frame (full size):
-    "frame_detections" [{time, detections}], and "pokemon" / "headline" told from them (every Pokemon
-    found, not one name per frame). "segments" stay the whole-frame verdicts."""
+    """predict CLIP --multi: the video verdict `r` plus video_story (its "pokemon" / "headline" replace the
+    whole-frame story's; "segments" stay the whole-frame verdicts)."""
+    return {**r, **video_story(Detector(clf, where_model(args, clf)[0]), path, args.fps)}
+
+
+def video_story(det: Detector, path, fps: float) -> dict:
+    """The detector on every frame sampled at `fps` (full size): {"frame_detections": [{time, detections}],
+    "pokemon", "headline"} told from them (every Pokemon found, not one name per frame)."""
     from pokemon_classifier.video import sample_frames
 
-    det = Detector(clf, where_model(args, clf)[0])
     times, per = [], []
-    for t, frame in sample_frames(path, args.fps, name=str(path)):
+    for t, frame in sample_frames(path, fps, name=str(path)):
         times.append(float(t))
         per.append(det.detect(frame))
-    return {**r, "frame_detections": [{"time": round(t, 3), "detections": d} for t, d in zip(times, per)],
-            **tell_detections(times, per, 1.0 / args.fps)}
+    return {"frame_detections": [{"time": round(t, 3), "detections": d} for t, d in zip(times, per)],
+            **tell_detections(times, per, 1.0 / fps)}
 
 
 def tell_detections(times: list[float], per_frame: list[list[dict]], step: float, min_duration: float = 1.0,

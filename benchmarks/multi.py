@@ -90,16 +90,19 @@ def main(argv=None) -> int:
         one += len(d) == 1
     n = max(len(order), 1)
     print(f"# {machine()}; {a.threads} threads; seed {a.seed}")
-    print(f"composites: {a.composites} with {n_gt} Pokemon; detections {n_det}, right {hits}")
-    print(f"  recall    {hits / max(n_gt, 1):.1%}  (IoU >= 0.5 and the right name)")
-    print(f"  precision {hits / max(n_det, 1):.1%}")
-    print(f"  at IoU >= 0.3 (how much is the box, how much the name): recall {loose / max(n_gt, 1):.1%}, "
-          f"precision {loose / max(n_det, 1):.1%}")
-    print(f"single pictures: {n}; first detection right {first_ok / n:.1%}; whole picture top-1 "
-          f"{whole_top1 / n:.1%}, whole-picture Gen-1 answer right {whole_ok / n:.1%}; exactly one detection {one / n:.1%}")
-    print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures); "
-          f"CPU seconds per picture {np.mean(cpu):.2f} (/{a.threads} = {np.mean(cpu) / a.threads:.2f} s of wall time "
-          f"on {a.threads} idle cores; load average now {os.getloadavg()[0]:.1f})")
+    if a.composites:  # each part prints only when measured: --clips alone measures only the clips
+        print(f"composites: {a.composites} with {n_gt} Pokemon; detections {n_det}, right {hits}")
+        print(f"  recall    {hits / max(n_gt, 1):.1%}  (IoU >= 0.5 and the right name)")
+        print(f"  precision {hits / max(n_det, 1):.1%}")
+        print(f"  at IoU >= 0.3 (how much is the box, how much the name): recall {loose / max(n_gt, 1):.1%}, "
+              f"precision {loose / max(n_det, 1):.1%}")
+    if len(order):
+        print(f"single pictures: {n}; first detection right {first_ok / n:.1%}; whole picture top-1 {whole_top1 / n:.1%}, "
+              f"whole-picture Gen-1 answer right {whole_ok / n:.1%}; exactly one detection {one / n:.1%}")
+    if secs:
+        print(f"seconds per picture: median {np.median(secs):.2f}, mean {np.mean(secs):.2f} ({len(secs)} pictures); "
+              f"CPU seconds per picture {np.mean(cpu):.2f} (/{a.threads} = {np.mean(cpu) / a.threads:.2f} s of wall "
+              f"time on {a.threads} idle cores; load average now {os.getloadavg()[0]:.1f})")
     if a.clips:
         clips(det, pictures, photos, a.clips, np.random.default_rng(a.seed))
     return 0

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from pokemon_classifier import pokedex
-from pokemon_classifier.errors import ImageError
+from pokemon_classifier.errors import ImageError, UserError
 
 MAX_PENDING = 8  # requests running or waiting for the explain/multi thread; more get 503
 PNG_MAX_SIDE = 768  # the overlay travels as base64 in JSON: the page shows it at most card-wide
@@ -139,7 +139,7 @@ async def answer(where: Where, request, data: bytes, result: dict, explain: bool
 
     try:
         extra = await where.run(data, result, explain, multi, gone=request.is_disconnected)
-    except Unavailable as e:
+    except (Unavailable, UserError) as e:  # e.g. an architecture with no known last convolutional stage
         return 501, str(e)
     except Busy as e:
         return 503, str(e)

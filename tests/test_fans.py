@@ -82,7 +82,7 @@ def test_pokedex_and_config_endpoints(clf):
     assert c.get("/api/pokedex", headers={"Accept-Language": "de-CH"}).json()["pokemon"][121]["display_name"] == "Pantimos"
     cfg = c.get("/api/config", headers={"Accept-Language": "es-MX"}).json()
     assert cfg == {"lang": "es-419", "languages": pokedex.LANGUAGES, "artwork_url": "https://example.org/{dex_id}.png",
-                   "collect": False}
+                   "collect": False, "max_upload_mb": 10.0}
     for tag in ("en", "de", "fr", "es", "it", "ja", "ko", "zh-Hans", "zh-Hant"):
         assert tag in cfg["languages"]
 
@@ -166,3 +166,89 @@ def test_serve_help_documents_phones_https_artwork_and_collect():
     assert code == 0
     for flag in ("0.0.0.0", "--https", "--artwork-url", "--collect"):
         assert flag in out
+
+
+# ------------------------------------------------------------------ one correction per picture, negatives (issue 26)
+def _feedback(c, data, **fields):
+    return c.post("/api/feedback", files={"file": ("x.png", data, "image/png")}, data=fields)
+
+
+def test_a_second_save_of_the_same_picture_is_refused_with_409(clf, tmp_path):
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    assert _feedback(c, _png(), dex_id="25").json()["saved"] == "images/pikachu001.png"
+    for again in ({"dex_id": "25"}, {"dex_id": "7"}, {"answer": "not-pokemon"}):  # a replay, another label
+        r = _feedback(c, _png(), **again)
+        assert r.status_code == 409, (again, r.text)
+        assert list(r.json()) == ["error"] and "\n" not in r.json()["error"]
+        assert "already saved (images/pikachu001.png)" in r.json()["error"] and str(tmp_path) not in r.text
+    assert list(annotations.read_annotations(col).img_name) == ["pikachu001.png"]
+    assert not (col / "negatives").exists()
+    # the other way round: a picture kept as a negative is not saved as a Pokémon afterwards
+    assert _feedback(c, _png(seed=1), answer="later-gen").status_code == 200
+    r = _feedback(c, _png(seed=1), dex_id="25")
+    assert r.status_code == 409 and "negatives/images/later-gen001.png" in r.json()["error"]
+
+
+def test_negative_answers_land_where_calibrate_reads_them(clf, tmp_path):
+    from pokemon_classifier.openset import read_negatives
+
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    r = _feedback(c, _png(fmt="JPEG"), answer="not-pokemon")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"saved": "negatives/images/not-pokemon001.jpg", "answer": "not-pokemon", "kind": "photo"}
+    assert _feedback(c, _png(seed=1), answer="later-gen").json()["saved"] == "negatives/images/later-gen001.png"
+    assert _feedback(c, _png(seed=2), answer="not-pokemon").json()["saved"] == "negatives/images/not-pokemon002.png"
+    assert (col / "negatives" / "images" / "not-pokemon001.jpg").read_bytes() == _png(fmt="JPEG")
+    table = read_negatives(col / "negatives")  # what `calibrate --negatives DIR` reads
+    assert dict(zip(table.img_name, table.kind)) == {"later-gen001.png": "later-gen", "not-pokemon001.jpg": "photo",
+                                                     "not-pokemon002.png": "photo"}
+    assert set(table.half) <= {"tune", "report"}
+    assert not (col / "annotations.csv").exists() and not list((col / "images").iterdir())  # not a Pokémon class
+    assert not list(col.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("data,code", [
+    ({"answer": "digimon"}, 400), ({"answer": "not-pokemon", "dex_id": "25"}, 400), ({"answer": ""}, 400),
+])
+def test_feedback_bad_answers(clf, tmp_path, data, code):
+    col = tmp_path / "col"
+    r = _feedback(TestClient(create_app(clf, collect_dir=col)), _png(), **data)
+    assert r.status_code == code and r.json()["error"]
+    assert not (col / "negatives").exists()
+
+
+def test_negatives_share_the_budget_and_are_repaired_at_start(clf, tmp_path, capsys):
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col, collect_max_files=2))
+    assert _feedback(c, _png(), dex_id="25").status_code == 200
+    assert _feedback(c, _png(seed=1), answer="not-pokemon").status_code == 200
+    r = _feedback(c, _png(seed=2), answer="later-gen")
+    assert r.status_code == 413 and "--collect-max-files" in r.json()["error"]
+    # a save killed between its picture and its row, a reviewer's deletion, a killed manifest write
+    neg = col / "negatives"
+    (neg / "images" / "later-gen007.png").write_bytes(_png(seed=3))
+    (neg / "images" / "not-pokemon001.png").unlink()
+    (neg / ".manifest.csv.abcd1234.tmp").write_bytes(b"half")
+    capsys.readouterr()
+    c = TestClient(create_app(clf, collect_dir=col, collect_max_files=2))
+    err = capsys.readouterr().err
+    assert "dropped 1 negatives rows" in err and "moved 1 negatives without a row" in err and err.count("\n") == 1
+    assert (neg / "unlisted" / "later-gen007.png").is_file() and not list(col.rglob("*.tmp"))
+    assert _feedback(c, _png(seed=4), answer="later-gen").json()["saved"] == "negatives/images/later-gen008.png"
+
+
+def test_a_broken_negatives_manifest_is_one_line_naming_it(clf, tmp_path):
+    from pokemon_classifier.collect import Collector
+    from pokemon_classifier.errors import UserError
+
+    col = tmp_path / "col"
+    c = TestClient(create_app(clf, collect_dir=col))
+    assert _feedback(c, _png(), answer="not-pokemon").status_code == 200
+    (col / "negatives" / "manifest.csv").write_text("name,what\nx.png,photo\n")  # damaged while serving
+    r = _feedback(c, _png(seed=1), answer="later-gen")
+    assert r.status_code == 400 and "negatives/manifest.csv" in r.json()["error"] and str(tmp_path) not in r.text
+    with pytest.raises(UserError, match=r"manifest\.csv: header must include img_name,kind") as e:
+        Collector(col)  # and a start refuses it rather than the first post
+    assert "\n" not in str(e.value)

@@ -296,7 +296,8 @@ def add_arguments(p) -> None:
     p.add_argument("--artwork-url", metavar="TEMPLATE", help="picture of the predicted Pokemon, e.g. "
                    "'https://example.org/art/{dex_id}.png' ({dex_id}, {dex3} = 025, {name} = pikachu)")
     p.add_argument("--collect", metavar="DIR", help="keep pictures users correct ('Wrong? Pick the right one') "
-                   "in DIR as images/<name><NNN>.<ext> + annotations.csv")
+                   "in DIR as images/<name><NNN>.<ext> + annotations.csv; 'not a Pokemon' / 'later generation' "
+                   "answers in DIR/negatives, for calibrate --negatives DIR/negatives")
     p.add_argument("--collect-max-mb", type=positive_float, default=500,
                    help="with --collect: the folder's budget; feedback answers 413 once its pictures use this much")
     p.add_argument("--collect-max-files", type=positive_int, default=5000, help="with --collect: most pictures kept")

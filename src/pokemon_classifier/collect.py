@@ -2,6 +2,7 @@
 
     pokemon-classifier serve --collect data/collected     # the page gets "Wrong? Pick the right one"
     curl -F file=@photo.jpg -F dex_id=25 http://127.0.0.1:7860/api/feedback
+    curl -F file=@cat.jpg -F answer=not-pokemon http://127.0.0.1:7860/api/feedback   # a negative
 
 DIR ends up in the project's data format: DIR/images/<name><NNN>.<ext> plus DIR/annotations.csv
 (img_name,pokemon_id), ready for `clean`, `split` and `train`. The file name comes from the chosen
@@ -9,8 +10,13 @@ class and the next number free in both the files and the rows, the extension fro
 format; nothing from the request names a file. JPEG (MPO too: phones' multi-picture JPEGs are valid
 JPEGs), PNG, WebP, GIF, BMP and TIFF are kept byte for byte; HEIC/HEIF and AVIF are stored as a
 quality-95 JPEG of the decoded picture (4:4:4, colour profile kept, EXIF rotation applied), which every
-tool reads. The same picture is stored once (SHA-256 of the stored bytes), and a byte and picture
-budget caps the folder.
+tool reads. The same picture is stored once (SHA-256 of the stored bytes; a second save of it is
+refused with AlreadySaved, whatever its label), and a byte and picture budget caps the folder.
+
+The answers "not a Pokémon" and "a Pokémon from a later generation" are negatives: they go to
+DIR/negatives/images/<answer><NNN>.<ext> plus DIR/negatives/manifest.csv (img_name,kind,source), the
+folder layout `calibrate --negatives DIR/negatives` reads as is (openset.read_negatives). They share
+the lock, the one-picture-once rule and the budget with the positive corrections.
 
 Saving holds a thread lock and an flock on DIR/.collect.lock, so concurrent posts (threads, several
 server processes, `annotate --add`) never pick the same number or lose a row. Each picture is written
@@ -42,10 +48,27 @@ KEPT_AS_IS = {**FORMAT_EXT, "MPO": ".jpg"}  # MPO = a JPEG followed by more pict
 CONVERTED = {"HEIF", "AVIF"}  # stored as a JPEG: not every image tool reads them
 UNLISTED = "unlisted"  # where recover() moves pictures that have no row
 _TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # fileio.atomic_open's temp names
+NEGATIVES = "negatives"  # DIR/negatives/: what `calibrate --negatives` reads
+NEGATIVES_MANIFEST = "manifest.csv"
+NEGATIVE_COLUMNS = ["img_name", "kind", "source"]  # the shared negatives' manifest columns
+# the app's answer -> the manifest's kind: "photo" as in the shared negatives (what a phone or webcam
+# shows that is not a Pokémon); "later-gen" not "gen...": read_negatives groups "gen*" kinds by the
+# species number in the file name, and these names carry a running number instead
+NEGATIVE_KINDS = {"not-pokemon": "photo", "later-gen": "later-gen"}
+NEGATIVE_SOURCE = "app correction (serve --collect)"
 
 
 class CollectFull(UserError):
     """The collect folder's byte or picture budget is spent (answered with 413)."""
+
+
+class AlreadySaved(UserError):
+    """This picture is already in the collect folder (answered with 409): one correction per picture,
+    so a double click or a replayed request cannot store it twice or under a second label."""
+
+    def __init__(self, saved: str):
+        self.saved = saved  # relative to the collect folder: images/pikachu001.jpg
+        super().__init__(f"this picture was already saved ({saved}); one correction per picture")
 
 
 @dataclass
@@ -96,10 +119,12 @@ class Collector:
             raise UserError(f"{self.dir}: --collect needs a folder, this is a file")
         (self.dir / IMAGES).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._index: tuple | None = None  # (annotations.csv signature, {sha256: name}, bytes, pictures)
+        self._indexes: dict[str, tuple] = {}  # per table: (its csv's signature, {sha256: name}, bytes, pictures)
         self.repaired = self.recover() if recover else ""
         if (self.dir / ANNOTATIONS).exists():
             read_annotations(self.dir)  # refuse to start on a broken annotations.csv rather than on the first post
+        if (self.negatives / NEGATIVES_MANIFEST).exists():
+            self._negative_rows()  # and on a broken negatives/manifest.csv
 
     @contextlib.contextmanager
     def _locked(self):
@@ -128,7 +153,10 @@ class Collector:
         """Temp files of writes that were killed: safe to remove while we hold the lock (every writer
         of this folder's pictures and rows takes it)."""
         n = 0
-        for folder, keep in ((self.dir / IMAGES, None), (self.dir, f".{ANNOTATIONS}.")):
+        for folder, keep in ((self.dir / IMAGES, None), (self.dir, f".{ANNOTATIONS}."),
+                             (self.negatives / IMAGES, None), (self.negatives, f".{NEGATIVES_MANIFEST}.")):
+            if not folder.is_dir():
+                continue
             for p in folder.glob(".*.tmp"):
                 if _TEMP.fullmatch(p.name) and (keep is None or p.name.startswith(keep)) and p.is_file():
                     with contextlib.suppress(FileNotFoundError):
@@ -157,19 +185,66 @@ class Collector:
 
     def _listed_index(self, rows: pd.DataFrame):
         """{sha256: name}, bytes and count of the listed pictures; rebuilt only when annotations.csv changed."""
-        path = self.dir / ANNOTATIONS
+        return self._hash_index(self.dir / ANNOTATIONS, self.dir / IMAGES, rows)
+
+    def _hash_index(self, table: Path, images: Path, rows: pd.DataFrame):
+        """{sha256: name}, bytes and count of the pictures `rows` of `table` list in `images`."""
         # the row count too: a picture a reviewer deleted (its row filtered out) must leave the index
-        sig = (path.stat().st_mtime_ns, path.stat().st_size, len(rows)) if path.exists() else None
-        if self._index is None or self._index[0] != sig:
+        sig = (table.stat().st_mtime_ns, table.stat().st_size, len(rows)) if table.exists() else None
+        cached = self._indexes.get(str(table))
+        if cached is None or cached[0] != sig:
             hashes, size = {}, 0
             for name in rows["img_name"]:
-                p = self.dir / IMAGES / name
                 with contextlib.suppress(FileNotFoundError):
-                    data = p.read_bytes()
+                    data = (images / name).read_bytes()
                     hashes[_sha256(data)] = name
                     size += len(data)
-            self._index = (sig, hashes, size, len(rows))
-        return self._index
+            cached = self._indexes[str(table)] = (sig, hashes, size, len(rows))
+        return cached
+
+    # ---------------------------------------------------------------- the negatives (lock held)
+    @property
+    def negatives(self) -> Path:
+        return self.dir / NEGATIVES
+
+    def _negative_rows(self) -> pd.DataFrame:
+        """DIR/negatives/manifest.csv (empty when absent); a one-line UserError naming it when broken."""
+        from pokemon_classifier.annotations import safe_image_path
+        from pokemon_classifier.fileio import read_csv_input
+
+        path = self.negatives / NEGATIVES_MANIFEST
+        if not path.exists():
+            return pd.DataFrame(columns=NEGATIVE_COLUMNS)
+        where = f"{NEGATIVES}/{NEGATIVES_MANIFEST}"  # API answers never show the server's paths
+        try:
+            rows = read_csv_input(path, "negatives manifest")
+            if not {"img_name", "kind"} <= set(rows.columns):
+                raise UserError(f"{path}: header must include img_name,kind (got {','.join(rows.columns)})")
+            for name in rows["img_name"]:
+                safe_image_path(self.negatives, name)
+        except UserError as e:
+            raise UserError(str(e).replace(str(path), where).replace(str(self.negatives / ANNOTATIONS), where)) from None
+        return rows.reindex(columns=list(dict.fromkeys(NEGATIVE_COLUMNS + list(rows.columns))), fill_value="")
+
+    def _negatives_present(self, rows: pd.DataFrame):
+        import numpy as np
+
+        return np.array([(self.negatives / IMAGES / n).is_file() for n in rows["img_name"]], dtype=bool)
+
+    def _negative_index(self, rows: pd.DataFrame):
+        return self._hash_index(self.negatives / NEGATIVES_MANIFEST, self.negatives / IMAGES, rows)
+
+    def _admit(self, stored: bytes, rows: pd.DataFrame, negatives: pd.DataFrame) -> None:
+        """Refuse a picture already kept (as a Pokémon or as a negative) or one over the budget, which
+        the positive and the negative corrections share."""
+        _, hashes, size, count = self._listed_index(rows)
+        _, neg_hashes, neg_size, neg_count = self._negative_index(negatives)
+        digest = _sha256(stored)
+        if digest in hashes:
+            raise AlreadySaved(f"{IMAGES}/{hashes[digest]}")
+        if digest in neg_hashes:
+            raise AlreadySaved(f"{NEGATIVES}/{IMAGES}/{neg_hashes[digest]}")
+        self._check_budget(size + neg_size + len(stored), count + neg_count + 1)
 
     # ---------------------------------------------------------------- serve --collect
     def recover(self) -> str:
@@ -207,38 +282,102 @@ class Collector:
                 shutil.move(p, dst)
             if loose:
                 done.append(f"moved {len(loose)} pictures without a row to {self.dir / UNLISTED}")
+            if (self.negatives / IMAGES).is_dir():
+                done += self._recover_negatives()
         return f"{self.dir}: repaired: " + "; ".join(done) if done else ""
 
-    def save(self, data: bytes, dex_id) -> str:
-        """Store one picture as class `dex_id`; returns its img_name ('pikachu004.jpg'), or the name it
-        was stored under before when the same picture comes again.
+    def _recover_negatives(self) -> list[str]:
+        """recover() for DIR/negatives: rows of deleted pictures and repeated rows dropped, pictures
+        without a row (a save killed between its two writes) moved to DIR/negatives/unlisted/, outside
+        the images/ folder calibrate reads (their kind is unknown)."""
+        from pokemon_classifier.fileio import atomic_write_csv
 
-        Raises UserError for a bad dex id, an empty or oversized upload, CollectFull when the budget is
-        spent, ImageError for a non-image."""
-        try:
-            dex = pokedex._check_id(int(str(dex_id).strip()))
-        except (ValueError, TypeError):
-            raise UserError(f"dex_id {dex_id!r} is not a number 1..{pokedex.NUM_CLASSES}") from None
+        done = []
+        rows = self._negative_rows()
+        keep = self._negatives_present(rows) & ~rows["img_name"].duplicated().to_numpy()
+        if not keep.all():
+            atomic_write_csv(self.negatives / NEGATIVES_MANIFEST, rows[keep])
+            done.append(f"dropped {int((~keep).sum())} negatives rows whose picture is gone or repeated")
+        listed = set(rows["img_name"])
+        loose = [p for p in (self.negatives / IMAGES).iterdir()
+                 if p.is_file() and not p.name.startswith(".") and p.name not in listed]
+        for p in loose:
+            dst = self.negatives / UNLISTED / p.name
+            dst.parent.mkdir(exist_ok=True)
+            while dst.exists():
+                dst = dst.with_name("_" + dst.name)
+            shutil.move(p, dst)
+        if loose:
+            done.append(f"moved {len(loose)} negatives without a row to {self.negatives / UNLISTED}")
+        return done
+
+    def _stored(self, data: bytes) -> tuple[bytes, str]:
         if not data:
             raise UserError("empty upload")
         if len(data) > self.max_bytes:
             raise UserError(f"upload larger than {self.max_bytes // (1024 * 1024)} MB")
-        stored, ext = stored_form(data)
+        return stored_form(data)
+
+    def _present_negatives(self) -> pd.DataFrame:
+        negatives = self._negative_rows()
+        return negatives[self._negatives_present(negatives)]
+
+    def save(self, data: bytes, dex_id) -> str:
+        """Store one picture as class `dex_id`; returns its img_name ('pikachu004.jpg').
+
+        Raises UserError for a bad dex id, an empty or oversized upload, AlreadySaved when the same
+        picture is kept already (as any class or as a negative), CollectFull when the budget is spent,
+        ImageError for a non-image."""
+        try:
+            dex = pokedex._check_id(int(str(dex_id).strip()))
+        except (ValueError, TypeError):
+            raise UserError(f"dex_id {dex_id!r} is not a number 1..{pokedex.NUM_CLASSES}") from None
+        stored, ext = self._stored(data)
         with self._locked():
             listed = self._rows()
             top = self._numbers(listed)  # numbers of deleted pictures are not given out again
             rows = listed[self._present(listed)]  # pictures a reviewer deleted: their rows go with the next write
-            _, hashes, size, count = self._listed_index(rows)
-            digest = _sha256(stored)
-            if digest in hashes:
-                return hashes[digest]
-            self._check_budget(size + len(stored), count + 1)
+            self._admit(stored, rows, self._present_negatives())
             name = f"{pokedex.name(dex)}{top.get(dex, 0) + 1:03d}{ext}"
             self._write_picture(name, stored)
             write_annotations(self.dir, pd.concat([rows, pd.DataFrame([{"img_name": name, "pokemon_id": dex}])],
                                                   ignore_index=True))
-            self._index = None
+            self._indexes.clear()
         return name
+
+    def save_negative(self, data: bytes, answer: str) -> str:
+        """Store one picture the user says is not a Gen-1 Pokémon (`answer`: a key of NEGATIVE_KINDS)
+        in DIR/negatives; returns its img_name ('not-pokemon003.jpg'). Raises as save() does."""
+        from pokemon_classifier.fileio import atomic_write_csv
+
+        kind = NEGATIVE_KINDS.get(str(answer).strip())
+        if kind is None:
+            raise UserError(f"answer {answer!r} is not one of {', '.join(NEGATIVE_KINDS)}")
+        answer = str(answer).strip()
+        stored, ext = self._stored(data)
+        with self._locked():
+            rows = self._rows()
+            rows = rows[self._present(rows)]
+            listed = self._negative_rows()
+            negatives = listed[self._negatives_present(listed)]  # deleted pictures' rows go with this write
+            self._admit(stored, rows, negatives)
+            name = f"{answer}{self._negative_number(answer, listed) + 1:03d}{ext}"
+            with atomic_open(self.negatives / IMAGES / name, "wb") as f:  # the picture before its row
+                f.write(stored)
+            new = pd.DataFrame([{"img_name": name, "kind": kind, "source": NEGATIVE_SOURCE}])
+            atomic_write_csv(self.negatives / NEGATIVES_MANIFEST,
+                             pd.concat([negatives, new], ignore_index=True).sort_values("img_name", kind="stable"))
+            self._indexes.clear()
+        return name
+
+    def _negative_number(self, answer: str, rows: pd.DataFrame) -> int:
+        """The highest number `answer` uses in the negatives' files (unlisted/ too) and rows."""
+        pattern = re.compile(re.escape(answer) + r"(\d+)\.[A-Za-z0-9]+")
+        names = list(rows["img_name"])
+        for folder in (self.negatives / IMAGES, self.negatives / UNLISTED):
+            if folder.is_dir():
+                names += [p.name for p in folder.iterdir()]
+        return max((int(m[1]) for n in names if (m := pattern.fullmatch(str(n)))), default=0)
 
     def _check_budget(self, size: int, count: int) -> None:
         if self.budget_bytes is not None and size > self.budget_bytes:
@@ -303,5 +442,5 @@ class Collector:
                 new.append({"img_name": name, "pokemon_id": dex})
             if new:
                 write_annotations(self.dir, pd.concat([here, pd.DataFrame(new, columns=COLUMNS)], ignore_index=True))
-            self._index = None
+            self._indexes.clear()
         return result

@@ -7,7 +7,9 @@
 app.py mounts `fan_router(...)` and passes every prediction through `localize()`; the facts live in
 pokedex.py, the saving of corrected pictures in collect.py. POST /api/feedback is the app's one write:
 app.py's guards let only its own page and names reach it, and here it is held to a budget
-(--collect-max-mb, --collect-max-files: 413) and to --collect-per-minute per client address (429).
+(--collect-max-mb, --collect-max-files: 413), to --collect-per-minute per client address (429) and to
+one correction per picture (409: a double click or a replay stores nothing more). It takes `dex_id`
+(1..151) or `answer` (not-pokemon, later-gen: kept as negatives for `calibrate --negatives`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
     @router.get("/api/config")
     def config(request: Request, lang: str | None = None):
         return {"lang": request_language(request, lang), "languages": pokedex.LANGUAGES,
-                "artwork_url": artwork_url, "collect": collector is not None}
+                "artwork_url": artwork_url, "collect": collector is not None,
+                "max_upload_mb": max_upload / (1024 * 1024)}  # the page shrinks larger photos before sending
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         if collector is not None:  # answers never show where the server keeps its files
@@ -103,13 +106,15 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
         return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
     @router.post("/api/feedback")
-    async def feedback(request: Request, file: UploadFile | None = None, dex_id: str | None = Form(None)):
-        from pokemon_classifier.collect import CollectFull
+    async def feedback(request: Request, file: UploadFile | None = None, dex_id: str | None = Form(None),
+                       answer: str | None = Form(None)):
+        from pokemon_classifier.collect import NEGATIVE_KINDS, NEGATIVES, AlreadySaved, CollectFull
 
         if collector is None:
             return error(404, "feedback is off (start the server with --collect DIR)")
-        if file is None or dex_id is None:
-            return error(400, "send multipart fields 'file' and 'dex_id'")
+        if file is None or (dex_id is None) == (answer is None):
+            return error(400, "send multipart fields 'file' and either 'dex_id' (1..151) or 'answer' "
+                              f"({', '.join(NEGATIVE_KINDS)})")
         if limit is not None and (wait := limit.wait(request.client.host if request.client else "?")):
             return error(429, f"too many pictures from this address (at most {limit.per_minute} a minute); "
                               f"try again in {math.ceil(wait)} s", **{"Retry-After": str(math.ceil(wait))})
@@ -119,7 +124,12 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
         try:
             from starlette.concurrency import run_in_threadpool
 
-            name = await run_in_threadpool(collector.save, data, dex_id)
+            if answer is not None:
+                name = await run_in_threadpool(collector.save_negative, data, answer)
+            else:
+                name = await run_in_threadpool(collector.save, data, dex_id)
+        except AlreadySaved as e:
+            return error(409, str(e))
         except ImageError as e:
             return error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
         except CollectFull as e:
@@ -128,6 +138,8 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
             return error(400, str(e))
         except OSError as e:  # disk full, permissions: say what, not where
             return error(500, f"could not store the picture ({e.strerror or type(e).__name__})")
+        if answer is not None:
+            return {"saved": f"{NEGATIVES}/images/{name}", "answer": answer.strip(), "kind": NEGATIVE_KINDS[answer.strip()]}
         dex = pokedex.id_from_filename(name)
         return {"saved": f"images/{name}", "dex_id": dex, "name": pokedex.display_name(dex)}
 

@@ -30,7 +30,7 @@ def served(tmp_path_factory):
     pic = root / "pic.png"
     Image.fromarray(a).save(pic)
     with served_app(create_app(clf)) as port:
-        yield {"url": f"http://127.0.0.1:{port}", "pic": pic}
+        yield {"url": f"http://127.0.0.1:{port}", "pic": pic, "clf": clf}
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,30 @@ def test_find_every_pokemon_draws_the_apis_boxes_on_the_preview(browser, served)
         assert b["x"] + b["width"] <= img["x"] + img["width"] + 1 and b["y"] + b["height"] <= img["y"] + img["height"] + 1
     assert page.get_attribute("#boxes", "aria-hidden") == "true"  # the list above says it for screen readers
     page.context.close()
+
+
+def test_boxes_follow_a_photo_the_page_shrank_before_sending(browser, served, tmp_path):
+    # over the server's upload limit, the page sends the photo shrunk to 2048 px: the boxes come back in
+    # the shrunk picture's pixels and must still land on the (full-size) preview
+    w, h = 2600, 1300
+    x, y = np.linspace(0, 255, w)[None, :, None], np.linspace(0, 255, h)[:, None, None]
+    a = np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)), np.full((h, w, 1), 90)], 2)
+    a = a + np.random.default_rng(0).integers(-3, 4, a.shape)  # a PNG of several MB, a JPEG well under 1 MB
+    a[300:900, 1500:2300] = (250, 210, 40)
+    Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(tmp_path / "big.png")
+    with served_app(create_app(served["clf"], max_upload=1024 * 1024)) as port:
+        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page.goto(f"http://127.0.0.1:{port}")
+        page.evaluate("window.pageReady")
+        page.set_input_files("#file", str(tmp_path / "big.png"))
+        page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=30000)
+        page.click("#find-all")
+        page.wait_for_function("!document.getElementById('found').hidden", timeout=30000)
+        assert page.evaluate("whereShown.size") == [2048, 1024]
+        dets = page.evaluate("whereShown.detections")
+        img = page.locator("#preview").bounding_box()
+        k = img["width"] / 2048
+        for d, box in zip(dets, page.locator("#boxes .box").all()):
+            b = box.bounding_box()
+            assert abs(b["x"] - (img["x"] + d["box"][0] * k)) < 2 and abs(b["width"] - (d["box"][2] - d["box"][0]) * k) < 2
+        page.context.close()

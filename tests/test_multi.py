@@ -126,9 +126,10 @@ def test_benchmark_runs_end_to_end(synth_data, tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, root / "benchmarks" / "multi.py", "--data", synth_data, "--splits",
                         synth_data / "splits.csv", "--negatives", neg, "--weights", ckpt, "--composites", "2",
-                        "--singles", "2"], capture_output=True, text=True, timeout=300)
+                        "--singles", "2", "--clips", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "recall" in r.stdout and "precision" in r.stdout and "seconds per picture" in r.stdout
+    assert "story from every frame's --multi" in r.stdout
 
 
 def test_parts_of_one_picture_named_apart_are_one_detection():
@@ -143,3 +144,32 @@ def test_parts_of_one_picture_named_apart_are_one_detection():
     # a picture of several: each part looks more like one Pokemon than the whole does
     several = select(boxes, parts, 1, {**whole, "open_set_score": 0.2}, (0, 0, 100, 100))
     assert [d["name"] for d in several] == ["Vulpix", "Charmander"]
+
+
+def test_video_story_from_detections_names_every_pokemon_on_screen():
+    pika, squirtle = ({"dex_id": 25, "name": "Pikachu", "probability": 0.9, "box": [0, 0, 9, 9]},
+                      {"dex_id": 7, "name": "Squirtle", "probability": 0.8, "box": [10, 0, 19, 9]})
+    # 3 s at 2 fps: both on screen for the first 2 s, then Squirtle alone; a one-frame Pikachu blip is no sighting
+    times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    per = [[pika, squirtle], [squirtle, pika], [pika, squirtle], [pika, squirtle], [squirtle], [squirtle]]
+    told = multi.tell_detections(times, per, 0.5)
+    assert [(p["name"], p["ranges"]) for p in told["pokemon"]] == [("Pikachu", [[0.0, 2.0]]), ("Squirtle", [[0.0, 3.0]])]
+    assert told["headline"] == "Pikachu 0–2 s, Squirtle 0–3 s"
+    blip = multi.tell_detections(times, [[squirtle]] * 3 + [[squirtle, pika]] + [[squirtle]] * 2, 0.5)
+    assert [p["name"] for p in blip["pokemon"]] == ["Squirtle"]
+    assert multi.tell_detections(times, [[]] * 6, 0.5) == {"pokemon": [], "headline": "no Gen-1 Pokémon found"}
+
+
+def test_cli_video_multi_tells_from_every_sampled_frame(ckpt, tmp_path):
+    from test_predict import _write_video
+
+    from helpers import CLASSES
+
+    _write_video(tmp_path / "v.mp4", [CLASSES[1], CLASSES[4]])
+    code, out, err = run_cli("predict", "--weights", ckpt, tmp_path / "v.mp4", "--multi", "--json", "--fps", "1")
+    assert code == 0, err
+    r = json.loads(out)
+    assert [f["time"] for f in r["frame_detections"]] == [0.0, 1.0] and r["segments"]
+    found = {d["dex_id"] for f in r["frame_detections"] for d in f["detections"]}
+    assert {p["dex_id"] for p in r["pokemon"]} <= found and r["headline"]
+    assert all(0 <= d["box"][0] < d["box"][2] <= 64 for f in r["frame_detections"] for d in f["detections"])

@@ -42,6 +42,7 @@ from pokemon_classifier.images import load_image
 from pokemon_classifier.presets import resize_size
 from pokemon_classifier.serving import (AllowedHosts, Batcher, CappedBody, CatchAll, FairTurns, LimitExceeded,
                                         SameOriginWrites, frame_chunks, full_probabilities, video_frames)
+from pokemon_classifier import where as where_api
 
 MAX_UPLOAD = 10 * 1024 * 1024
 MIN_FPS, MAX_FPS = 0.1, 10.0  # frames sampled per second of video (README)
@@ -77,6 +78,7 @@ class Service:
         # The model resizes every picture's shorter side to this: large JPEGs and video frames are
         # decoded straight to about this size (images.load_image, video.sample_frames).
         self.min_side = resize_size(classifier.meta["preprocessing"])
+        self.where = where_api.Where(classifier, self.batcher)  # ?explain=1 and ?multi=1: the torch model, one at a time
 
     def decode(self, data: bytes):
         """Upload bytes -> the model's input tensor (3,H,W); ImageError when unusable."""
@@ -89,6 +91,7 @@ class Service:
         self.batcher.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.video_pool.shutdown(wait=False, cancel_futures=True)
+        self.where.close()
 
 
 async def read_upload(request: Request, file: UploadFile | None, what: str) -> bytes | JSONResponse:
@@ -128,11 +131,13 @@ def page_router(svc: Service) -> APIRouter:
 
 
 def predict_router(svc: Service) -> APIRouter:
-    """POST /api/predict: one picture -> top-k verdict."""
+    """POST /api/predict: one picture -> top-k verdict; ?explain=1 adds the Grad-CAM overlay and its peak,
+    ?multi=1 every Gen-1 Pokemon with boxes (where.py: the torch model, one request at a time)."""
     router = APIRouter()
 
     @router.post("/api/predict")
-    async def predict(request: Request, file: UploadFile | None = None, k: int = svc.topk, lang: str | None = None):
+    async def predict(request: Request, file: UploadFile | None = None, k: int = svc.topk, lang: str | None = None,
+                      explain: bool = False, multi: bool = False):
         data = await read_upload(request, file, "image")
         if isinstance(data, JSONResponse):
             return data
@@ -149,7 +154,14 @@ def predict_router(svc: Service) -> APIRouter:
             return _error(400, "not a readable image: " + str(e).split(": ", 1)[-1])
         # A JSONResponse skips FastAPI's jsonable_encoder walk of the dict (1.3 ms a request here, more
         # than localizing it): the result is plain JSON types already.
-        return JSONResponse(localize((await asyncio.wrap_future(fut))[0], request, lang))
+        result = (await asyncio.wrap_future(fut))[0]
+        out = localize(result, request, lang)
+        if explain or multi:
+            extra = await where_api.answer(svc.where, request, data, result, explain, multi, lang)
+            if isinstance(extra, tuple):
+                return _error(*extra)
+            out.update(extra)
+        return JSONResponse(out)
 
     return router
 

@@ -122,13 +122,14 @@ class Explainer:
         return {"peak": list(to_original(u, v, *img.size, self.pre)), "class_index": c, "heat": heat, "image": img}
 
 
-def overlay(img: Image.Image, heat: np.ndarray, pre: dict, peak=None, alpha: float = 0.5) -> Image.Image:
+def overlay(img: Image.Image, heat: np.ndarray, pre: dict, peak=None, alpha: float = 0.5,
+            max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
     """The picture with the heat map (over the centre crop the model saw) blended in, a ring at `peak`;
-    drawn at most OVERLAY_MAX_SIDE px on the long side."""
+    drawn at most `max_side` px on the long side."""
     from matplotlib import colormaps
 
     w, h = img.size
-    k = min(1.0, OVERLAY_MAX_SIDE / max(w, h))
+    k = min(1.0, max_side / max(w, h))
     out = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR) if k < 1 else img.copy()
     x0, y0, x1, y1 = (round(c * k) for c in crop_box(w, h, pre))
     full = np.zeros((out.height, out.width), dtype=np.float32)

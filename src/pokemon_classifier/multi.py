@@ -1,6 +1,7 @@
 """Every Gen-1 Pokemon in a picture, with boxes: class-activation proposals checked by the classifier.
 
     pokemon-classifier predict shelf.jpg --multi --json   # "detections": [{dex_id, name, probability, box}]
+    pokemon-classifier predict clip.mp4 --multi           # the story lists every Pokemon found per sampled frame
 
 Python:
     det = Detector.load("best.pt", Classifier.load("best.pt"))   # from pokemon_classifier.predict import Classifier
@@ -237,12 +238,13 @@ def add_where_arguments(p) -> None:
                    help="write DIR/<stem>.explain.png, a heat map of what drove the top class (Grad-CAM; torch "
                         "checkpoints only), and add its peak in the picture's pixels to the JSON")
     p.add_argument("--multi", action="store_true",
-                   help="every Gen-1 Pokemon in the picture: JSON gains \"detections\" with boxes in the picture's pixels")
+                   help="every Gen-1 Pokemon in the picture: JSON gains \"detections\" with boxes in the picture's pixels; "
+                        "on a video the story names every Pokemon found in the sampled frames (the detector on each "
+                        "frame: seconds per frame on a CPU)")
 
 
-def add_where(args, clf, path, r: dict) -> dict:
-    """predict's result `r` for the picture at `path` plus "explain" and/or "detections" as asked; the
-    torch model is loaded once per Classifier."""
+def where_model(args, clf):
+    """(torch model, meta) of predict's checkpoint, loaded once per Classifier."""
     from pokemon_classifier.models import load_checkpoint, resolve_weights
 
     if getattr(clf, "_where_model", None) is None:
@@ -251,7 +253,13 @@ def add_where(args, clf, path, r: dict) -> dict:
             raise UserError(f"{weights}: --explain and --multi need the torch checkpoint (.pt): an ONNX graph has "
                             f"no gradients and does not expose the network's layers")
         clf._where_model = load_checkpoint(weights, clf_device(args))
-    model, meta = clf._where_model
+    return clf._where_model
+
+
+def add_where(args, clf, path, r: dict) -> dict:
+    """predict's result `r` for the picture at `path` plus "explain" and/or "detections" as asked; the
+    torch model is loaded once per Classifier."""
+    model, meta = where_model(args, clf)
     r = dict(r)
     if args.explain:
         from pokemon_classifier.explain import Explainer, write_explanation
@@ -260,6 +268,45 @@ def add_where(args, clf, path, r: dict) -> dict:
     if args.multi:
         r["detections"] = Detector(clf, model).detect(path, whole=r)
     return r
+
+
+def video_where(args, clf, path, r: dict) -> dict:
+    """predict CLIP --multi: the video verdict `r` plus video_story (its "pokemon" / "headline" replace the
+    whole-frame story's; "segments" stay the whole-frame verdicts)."""
+    return {**r, **video_story(Detector(clf, where_model(args, clf)[0]), path, args.fps)}
+
+
+def video_story(det: Detector, path, fps: float) -> dict:
+    """The detector on every frame sampled at `fps` (full size): {"frame_detections": [{time, detections}],
+    "pokemon", "headline"} told from them (every Pokemon found, not one name per frame)."""
+    from pokemon_classifier.video import sample_frames
+
+    times, per = [], []
+    for t, frame in sample_frames(path, fps, name=str(path)):
+        times.append(float(t))
+        per.append(det.detect(frame))
+    return {"frame_detections": [{"time": round(t, 3), "detections": d} for t, d in zip(times, per)],
+            **tell_detections(times, per, 1.0 / fps)}
+
+
+def tell_detections(times: list[float], per_frame: list[list[dict]], step: float, min_duration: float = 1.0,
+                    max_gap: float = 1.0) -> dict:
+    """{pokemon, headline} of a clip from each sampled frame's detections: every Pokemon is told on its
+    own track (present in a frame when detected there; the video story's rules for blips and gaps), in
+    order of first appearance."""
+    from pokemon_classifier.video import headline, pokemon_seen, segments_of
+
+    ids = list(dict.fromkeys(d["dex_id"] for dets in per_frame for d in dets))
+    seen = []
+    for dex in ids:
+        frames = []
+        for dets in per_frame:
+            hit = [d for d in dets if d["dex_id"] == dex]
+            frames.append({"dex_id": dex if hit else None, "name": hit[0]["name"] if hit else "unknown",
+                           "unknown": not hit, "probability": max((d["probability"] for d in hit), default=0.0)})
+        seen += pokemon_seen(segments_of(times, frames, step), min_duration, max_gap)
+    seen.sort(key=lambda p: p["ranges"][0][0])  # stable: Pokemon appearing together keep the detector's order
+    return {"pokemon": seen, "headline": headline(seen)}
 
 
 def clf_device(args) -> str:

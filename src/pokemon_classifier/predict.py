@@ -51,13 +51,16 @@ class Classifier:
         default = 0.0 if self.open_set else float(meta.get("unknown_threshold", 0.0))
         self.threshold = default if threshold is None else float(threshold)
         self.transform = eval_transform(meta["preprocessing"])
+        # the file and torch device it was loaded from (Classifier.load): the app's "Why?" and "Find every
+        # Pokemon" load the torch model of the same checkpoint when they are first asked for (where.py)
+        self.weights, self.device = None, "cpu"
 
     @classmethod
     def load(cls, path=None, backend: str = "torch", device: str = "cpu", threshold: float | None = None,
              threads: int | None = None, open_set: bool = True, precision: str = "fp32") -> "Classifier":
         from pokemon_classifier.models import resolve_weights
 
-        path = resolve_weights(path)
+        path = source = resolve_weights(path)
         if precision != "fp32":  # the checkpoint's gated int8 graph (quantize.py), or fp32 as below
             from pokemon_classifier.quantize import int8_model
 
@@ -82,7 +85,9 @@ class Classifier:
             run, meta = load_onnx(path, threads=threads)
             if not open_set:
                 meta.pop("openset", None)
-            return cls(run, meta, threshold, "onnx")
+            clf = cls(run, meta, threshold, "onnx")
+            clf.weights = source
+            return clf
         if backend != "torch":
             raise UserError(f"--backend {backend!r}: choose torch, onnx or auto")
         from pokemon_classifier.models import load_checkpoint
@@ -92,7 +97,9 @@ class Classifier:
         model, meta = load_checkpoint(path, device)
         if not open_set:
             meta.pop("openset", None)
-        return cls.from_model(model, meta, device, threshold)
+        clf = cls.from_model(model, meta, device, threshold)
+        clf.weights, clf.device = source, device
+        return clf
 
     @classmethod
     def from_model(cls, model, meta: dict, device="cpu", threshold: float | None = None) -> "Classifier":
@@ -116,7 +123,9 @@ class Classifier:
     def with_meta(self, **changes) -> "Classifier":
         """The same network with other metadata, e.g. `preprocessing=` (another crop size) or
         `temperature=1.0` (raw probabilities, as calibration needs)."""
-        return type(self)(self._run, {**self.meta, **changes}, self.threshold, self.backend)
+        clf = type(self)(self._run, {**self.meta, **changes}, self.threshold, self.backend)
+        clf.weights, clf.device = self.weights, self.device
+        return clf
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, item) -> torch.Tensor:
@@ -322,6 +331,10 @@ def main(args) -> int:
             failures += 1
             _emit(args, writer, str(v), {"error": str(e)})
             continue
+        if args.multi:  # every Pokemon of every sampled frame (multi.video_where): the story names them all
+            from pokemon_classifier.multi import video_where
+
+            r = video_where(args, clf, v, r)
         if args.lang:
             r = pokedex.localize_video(r, args.lang)
         if args.json:

@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from pokemon_classifier.app import create_app  # noqa: E402
+from pokemon_classifier.fans import ui_strings  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
 # A picture made here (no network, no shared data) stands in for the artwork a --artwork-url would give.
@@ -72,7 +73,7 @@ def test_language_default_switch_and_persistence(browser, served):
     assert pokedex.localized_name(exp["dex_id"], "en") in page.inner_text("#verdict")  # English name beside it
     bars = [li.split("\n")[0] for li in page.locator("#bars .bar").all_inner_texts()]
     assert bars == [pokedex.localized_name(t["dex_id"], "ja") for t in exp["topk"]]
-    assert page.inner_text("h1") == "Pokémon classifier"  # no Japanese UI strings: English, names stay Japanese
+    assert page.inner_text("h1") == ui_strings()["ja"]["title"]  # the page's own strings follow the switch too
     page.reload()
     page.evaluate("window.pageReady")
     assert page.input_value("#lang") == "ja"  # persisted in localStorage
@@ -281,3 +282,20 @@ def test_video_verdict_names_the_pokemon_seen_not_the_mean_of_all_frames(browser
     verdict = page.inner_text("#verdict")
     assert all(x in verdict for x in shown) and not any(x in verdict for x in hidden), verdict
     page.context.close()
+
+
+def test_japanese_page_shows_no_english_ui_string(browser, served):
+    """A Japanese browser gets the whole page in Japanese: nothing of UI.en in what it shows (brand words
+    aside), before and after a picture, with lang="ja" so the browser picks a Japanese font."""
+    from test_i18n import BRANDS, SERVER_EN
+
+    english = [v for v in SERVER_EN.values() if len(v) > 3 and v not in BRANDS]
+    page = _open(browser, served, locale="ja-JP")
+    assert page.input_value("#lang") == "ja" and page.evaluate("document.documentElement.lang") == "ja"
+    assert page.title() == ui_strings()["ja"]["title"]
+    shown = [page.inner_text("body")]
+    _upload(page, served)
+    shown.append(page.inner_text("body"))
+    page.context.close()
+    for text in shown:
+        assert not [e for e in english if e in text], text

@@ -36,7 +36,7 @@ def test_export_web_writes_a_complete_site(tiny, tmp_path):
     assert code == 0, err
     assert "python -m http.server" in out
     for name in ("index.html", "app.js", "preprocess.js", "style.css", "sw.js", "model.onnx", "pokedex.json",
-                 "manifest.webmanifest", "favicon.png", "ort/ort.wasm.bundle.min.mjs",
+                 "i18n.json", "manifest.webmanifest", "favicon.png", "ort/ort.wasm.bundle.min.mjs",
                  "ort/ort-wasm-simd-threaded.wasm", "ort/LICENSE"):
         assert (site / name).is_file(), name
     assert "MIT License" in (site / "ort" / "LICENSE").read_text()
@@ -52,6 +52,7 @@ def test_export_web_writes_a_complete_site(tiny, tmp_path):
     assert set(dex["languages"]) == set(pokedex.LANGUAGES) and len(dex["pokemon"]) == 151
     assert dex["pokemon"]["122"]["names"]["de"] == pokedex.localized_name(122, "de")
     assert dex["types"][pokedex.types(25)[0]]["ja"] == pokedex.type_name(pokedex.types(25)[0], "ja")
+    assert (site / "i18n.json").read_bytes() == web.STRINGS.read_bytes()  # the page's own strings, all languages
 
     m = json.loads((site / "manifest.webmanifest").read_text())
     assert m["display"] == "standalone" and m["start_url"] == "./"
@@ -102,7 +103,8 @@ def test_the_wheel_carries_the_site_assets():
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     package = Path(web.__file__).parent
-    for f in [*(web.PAGE / n for n in (*web.PAGE_FILES, "sw.js")), *(web.VENDOR / n for n in web.ORT_FILES)]:
+    for f in [*(web.PAGE / n for n in (*web.PAGE_FILES, "sw.js")), *(web.VENDOR / n for n in web.ORT_FILES),
+              web.STRINGS]:
         assert f.is_file(), f
         rel = f.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs["pokemon_classifier"]), rel
@@ -289,3 +291,28 @@ def test_unreadable_picture_says_which_and_what_to_do(browser, site, tmp_path):
     page.set_input_files("#file", str(ok))
     page.wait_for_function("document.getElementById('error').textContent === ''", timeout=30000)
     page.context.close()
+
+
+def test_japanese_site_shows_no_english_ui_string(browser, site, tmp_path):
+    """The site's own strings follow the browser's language (i18n.json): nothing of EN in app.js shows in
+    Japanese, neither the page, a verdict nor an error, and lang="ja" picks a Japanese font."""
+    from test_i18n import BRANDS, WEB_EN
+
+    english = [v for v in WEB_EN.values() if len(v) > 3 and v not in BRANDS]
+    ctx = browser.new_context(locale="ja-JP", viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    page.goto(site["url"])
+    page.evaluate("window.pokedex.ready")
+    assert page.input_value("#lang") == "ja" and page.evaluate("document.documentElement.lang") == "ja"
+    page.set_input_files("#file", str(site["pictures"][0]))
+    page.wait_for_function("document.querySelectorAll('#bars .bar').length === 5", timeout=30000)
+    shown = [page.title(), page.inner_text("body")]
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"not a picture at all")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=10000)
+    shown.append(page.inner_text("#error"))
+    ctx.close()
+    assert "notes.jpg" in shown[-1] and "JPEG" in shown[-1]
+    for text in shown:
+        assert not [e for e in english if e in text], text

@@ -3,6 +3,7 @@
     pokemon-classifier serve --artwork-url 'https://example.org/artwork/{dex_id}.png' --collect data/collected
     curl -H 'Accept-Language: de' -F file=@pikachu.jpg http://127.0.0.1:7860/api/predict   # "display_name": "Pikachu", "genus": "Maus-Pokémon"
     curl 'http://127.0.0.1:7860/api/pokedex?lang=ja'
+    curl 'http://127.0.0.1:7860/api/ui-strings?lang=ja'    # the page's own strings (static/i18n.json)
 
 app.py mounts `fan_router(...)` and passes every prediction through `localize()`; the facts live in
 pokedex.py, the saving of corrected pictures in collect.py. POST /api/feedback is the app's one write:
@@ -14,12 +15,14 @@ one correction per picture (409: a double click or a replay stores nothing more)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import threading
 import time
 from collections import deque
+from importlib import resources
 
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -32,6 +35,11 @@ def request_language(request: Request | None, lang: str | None = None) -> str:
     """`?lang=` if we support it, else the best of the request's Accept-Language, else English."""
     header = request.headers.get("accept-language") if request is not None else None
     return pokedex.negotiate_language(lang, header)
+
+
+def ui_strings() -> dict:
+    """static/i18n.json: {tag: {key: text}} for both pages, plus `_meta` (which languages are machine-made)."""
+    return json.loads(resources.files("pokemon_classifier").joinpath("static/i18n.json").read_text(encoding="utf-8"))
 
 
 def localize(result: dict, request: Request | None, lang: str | None = None) -> dict:
@@ -71,7 +79,8 @@ class RateLimit:
 def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = None, collect_dir=None,
                collect_max_mb: float | None = 500, collect_max_files: int | None = 5000,
                collect_per_minute: int | None = None, clock=time.monotonic) -> APIRouter:
-    """GET /api/pokedex, GET /api/config and POST /api/feedback (404 unless collect_dir is given).
+    """GET /api/pokedex, GET /api/config, GET /api/ui-strings and POST /api/feedback (404 unless collect_dir
+    is given).
 
     Feedback writes into collect_dir within a budget (collect_max_mb, collect_max_files), at most
     collect_per_minute pictures per client address (None: no limit); the folder is repaired at start
@@ -98,6 +107,14 @@ def fan_router(*, max_upload: int = 10 * 1024 * 1024, artwork_url: str | None = 
         return {"lang": request_language(request, lang), "languages": pokedex.LANGUAGES,
                 "artwork_url": artwork_url, "collect": collector is not None,
                 "max_upload_mb": max_upload / (1024 * 1024)}  # the page shrinks larger photos before sending
+
+    strings = ui_strings()
+
+    @router.get("/api/ui-strings")
+    def page_strings(request: Request, lang: str | None = None):
+        # one language (negotiated as for /api/pokedex), so the page never downloads all twelve
+        chosen = request_language(request, lang)
+        return {"lang": chosen, "strings": strings.get(chosen, {})}
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         if collector is not None:  # answers never show where the server keeps its files

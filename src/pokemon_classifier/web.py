@@ -7,9 +7,10 @@
 
 The site is plain files: the page (static/web/), the ONNX model with its open-set score, ONNX Runtime
 Web's JavaScript and WebAssembly (vendored in vendor/onnxruntime-web/, refreshed by
-scripts/refresh_onnxruntime_web.sh; never a CDN), the Pokédex facts in every language, a web app
-manifest, icons and a service worker that keeps all of it for use without a network. Pictures are
-decoded, resized and classified in the page: nothing is uploaded. The page's preprocessing is
+scripts/refresh_onnxruntime_web.sh; never a CDN), the Pokédex facts in every language, the page's own
+strings in the same languages (static/i18n.json, shared with the server's page), a web app manifest,
+icons and a service worker that keeps all of it for use without a network. Pictures are decoded,
+resized and classified in the page: nothing is uploaded. The page's preprocessing is
 presets.eval_transform's, re-done exactly (static/web/preprocess.js), and its verdict is
 Classifier.is_unknown's, so its answers are predict's (tests/test_web.py checks that in Chromium).
 """
@@ -34,6 +35,7 @@ VENDOR = HERE / "vendor" / "onnxruntime-web"
 # static server), so no special headers are needed.
 ORT_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "LICENSE", "VERSION")
 PAGE_FILES = ("index.html", "app.js", "preprocess.js", "style.css")
+STRINGS = HERE / "static" / "i18n.json"  # the page's own strings in every language (both pages share it)
 MARKER = "pokedex-site.json"  # the site's config; its presence says a folder is a site this command wrote
 
 
@@ -143,6 +145,7 @@ def build_site(out, weights) -> dict:
     try:
         for name in PAGE_FILES:
             shutil.copyfile(PAGE / name, tmp / name)
+        shutil.copyfile(STRINGS, tmp / "i18n.json")
         (tmp / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copyfile(VENDOR / name, tmp / "ort" / name)

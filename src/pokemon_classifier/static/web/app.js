@@ -8,8 +8,40 @@ import { toInput } from "./preprocess.js";
 const $ = (id) => document.getElementById(id);
 const MAX_PIXELS = 64_000_000;  // images.MAX_PIXELS: what predict refuses, the page refuses too
 const TOPK = 5;
-let config, dex, session, lang, stream = null;
+let config, dex, session, lang, stream = null, strings = {}, statusKey = "webLoading", offline = false;
 const live = { frames: 0, started: 0, last: null };
+// The page's own strings in English: the source and the fallback. Every other language comes from
+// i18n.json (beside the page; the server page's strings share that file); tests/test_i18n.py checks each
+// key here has a translation in every language, so add new keys here and to i18n.json together.
+const EN = {
+  webTitle: "Pokédex — on this device",
+  webTagline: "Runs on this device: no picture leaves it.",
+  webLanguage: "Language",
+  webPick: "Show me a Pokémon",
+  webDrop: "Drop a picture here, or choose one",
+  webCamera: "Start camera",
+  webCameraStop: "Stop camera",
+  webLoading: "Loading the model…",
+  webReady: "Ready: pictures are classified on this device.",
+  webUnknown: "Not sure this is a first-generation Pokémon",
+  webTop: "Top guesses",
+  webTiming: "classified on this device in {ms} ms",
+  webFooter: "Model and ONNX Runtime Web run in this page (WebAssembly); after the first visit it works offline and can be installed. Pokémon names © Nintendo/Game Freak; facts from PokéAPI.",
+  webOffline: "Ready for offline use.",
+  webThePicture: "the picture",
+  webUnreadable: "{what}: not a picture this browser can read (try a JPEG or PNG)",
+  webTooBig: "{what}: {size} is over {mp} megapixels; send a smaller picture",
+  webCameraOff: "Camera not available ({x}): allow it in the browser, or choose a picture",
+  webNoModel: "The model could not start in this browser: {x}",
+  webMaybe: "Not sure (maybe {name}, {p})",
+  webFps: "{x} frames/s, on this device",
+};
+
+function t(key, vars) {
+  let s = strings[lang]?.[key] ?? EN[key] ?? key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
+  return s;
+}
 
 async function loadJSON(url) {
   const r = await fetch(url);
@@ -33,14 +65,26 @@ function pickLanguage() {
   return dex.default;
 }
 
+function translatePage() {
+  // the lang attribute lets the browser pick the right CJK font (Japanese and Chinese share code points)
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  document.title = t("webTitle");
+  $("camera").textContent = t(stream ? "webCameraStop" : "webCamera");
+  $("status").textContent = statusKey ? t(statusKey) : "";
+  $("offline").textContent = offline ? t("webOffline") : "";
+}
+
 function setupLanguage() {
   const sel = $("lang");
   for (const [tag, own] of Object.entries(dex.languages)) sel.add(new Option(own, tag));
   lang = pickLanguage();
   sel.value = lang;
+  translatePage();
   sel.addEventListener("change", () => {
     lang = sel.value;
     localStorage.setItem("pokedex-lang", lang);
+    translatePage();
     if (window.pokedex.last) render(window.pokedex.last);
   });
 }
@@ -83,17 +127,17 @@ function pixels(source, w, h) {
 }
 
 async function decode(blob) {
-  const what = blob.name || "the picture";
+  const what = blob.name || t("webThePicture");
   let bmp;
   try {
     // EXIF orientation applied and no colour management, as Pillow decodes
     bmp = await createImageBitmap(blob, { imageOrientation: "from-image", colorSpaceConversion: "none",
       premultiplyAlpha: "none" });
   } catch {
-    throw new Error(`${what}: not a picture this browser can read (try a JPEG or PNG)`);
+    throw new Error(t("webUnreadable", { what }));
   }
   if (bmp.width * bmp.height > MAX_PIXELS) {
-    throw new Error(`${what}: ${bmp.width}×${bmp.height} is over ${MAX_PIXELS / 1e6} megapixels; send a smaller picture`);
+    throw new Error(t("webTooBig", { what, size: `${bmp.width}×${bmp.height}`, mp: MAX_PIXELS / 1e6 }));
   }
   return bmp;
 }
@@ -122,7 +166,7 @@ function render(r) {
   $("result").hidden = false;
   if (r.bitmap) thumb(r.bitmap);
   const v = $("verdict");
-  v.textContent = r.unknown ? "Not sure this is a first-generation Pokémon" : nameOf(r.dex_id);
+  v.textContent = r.unknown ? t("webUnknown") : nameOf(r.dex_id);
   if (!r.unknown) {
     const conf = document.createElement("span");
     conf.className = "conf";
@@ -146,7 +190,7 @@ function render(r) {
     li.querySelector(".pct").textContent = pct(t.probability);
     return li;
   }));
-  $("timing").textContent = r.ms ? `classified on this device in ${Math.round(r.ms.total)} ms` : "";
+  $("timing").textContent = r.ms ? t("webTiming", { ms: Math.round(r.ms.total) }) : "";
 }
 
 async function onFile(file) {
@@ -167,14 +211,14 @@ async function startCamera() {
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
   } catch (e) {
-    $("error").textContent = `Camera not available (${e.name}): allow it in the browser, or choose a picture`;
+    $("error").textContent = t("webCameraOff", { x: e.name });
     return;
   }
   const video = $("video");
   video.srcObject = stream;
   await video.play();
   $("live").hidden = false;
-  $("camera").textContent = "Stop camera";
+  $("camera").textContent = t("webCameraStop");
   Object.assign(live, { frames: 0, started: performance.now(), last: null });
   liveLoop(video);
 }
@@ -183,7 +227,7 @@ function stopCamera() {
   for (const track of stream?.getTracks() || []) track.stop();
   stream = null;
   $("live").hidden = true;
-  $("camera").textContent = "Start camera";
+  $("camera").textContent = t("webCamera");
 }
 
 async function liveLoop(video) {
@@ -195,9 +239,9 @@ async function liveLoop(video) {
       live.last = r;
       const secs = (performance.now() - live.started) / 1000;
       const guess = r.topk[0];
-      $("overlay").textContent = r.unknown ? `Not sure (maybe ${nameOf(guess.dex_id)}, ${pct(guess.probability)})`
+      $("overlay").textContent = r.unknown ? t("webMaybe", { name: nameOf(guess.dex_id), p: pct(guess.probability) })
         : `${nameOf(r.dex_id)} ${pct(r.probability)}`;
-      $("fps").textContent = `${(live.frames / secs).toFixed(1)} frames/s, on this device`;
+      $("fps").textContent = t("webFps", { x: (live.frames / secs).toFixed(1) });
     }
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
@@ -208,13 +252,14 @@ function registerServiceWorker() {
   if (!("serviceWorker" in navigator)) return Promise.resolve(false);
   return navigator.serviceWorker.register("sw.js")
     .then(() => navigator.serviceWorker.ready)
-    .then(() => { $("offline").textContent = "Ready for offline use."; return true; })
+    .then(() => { offline = true; $("offline").textContent = t("webOffline"); return true; })
     .catch(() => false);
 }
 
 async function start() {
   const t0 = performance.now();
-  [config, dex] = await Promise.all([loadJSON("pokedex-site.json"), loadJSON("pokedex.json")]);
+  [config, dex, strings] = await Promise.all([loadJSON("pokedex-site.json"), loadJSON("pokedex.json"),
+    loadJSON("i18n.json")]);
   setupLanguage();
   // threads need a cross-origin isolated page, which a plain static server does not give: one thread then
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
@@ -222,15 +267,17 @@ async function start() {
   session = await ort.InferenceSession.create(config.model, { executionProviders: ["wasm"],
     graphOptimizationLevel: "all", freeDimensionOverrides: { batch: 1 } });
   window.pokedex.loadMs = performance.now() - t0;
-  $("status").textContent = "Ready: pictures are classified on this device.";
+  statusKey = "webReady";
+  $("status").textContent = t(statusKey);
   $("camera").disabled = !navigator.mediaDevices?.getUserMedia;
 }
 
 window.pokedex = { classifyBlob, live, last: null };
 window.pokedex.offlineReady = registerServiceWorker();
 window.pokedex.ready = start().then(() => true, (e) => {
+  statusKey = null;
   $("status").textContent = "";
-  $("error").textContent = `The model could not start in this browser: ${e.message}`;
+  $("error").textContent = t("webNoModel", { x: e.message });
   throw e;
 });
 // for tests and benchmarks: classify pictures by URL in one go (per-picture results, probabilities included)

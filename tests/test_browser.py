@@ -246,7 +246,7 @@ def test_video_verdict_with_pokemon_list_and_headline(browser, served):
     page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
     assert "lang=de" in seen[0]
     # the headline is the page's own, from the localized names (not the server's sentence in one language)
-    story = "Pikachu 0–1.5 s; Glurak 1.5–3 s, 4–5 s"
+    story = "Pikachu: 0–1.5\u00a0s; Glurak: 1.5–3\u00a0s, 4–5\u00a0s"  # German: NBSP before the unit
     assert page.inner_text("#headline") == story
     # the verdict is the story (both, in order), not the mean over every frame ("Pikachu 60%")
     verdict = page.inner_text("#verdict")

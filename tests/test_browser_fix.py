@@ -15,6 +15,7 @@ pytest.importorskip("playwright.sync_api")
 from test_browser import _open, _upload  # noqa: E402  (the page opened and a picture classified, as there)
 
 from pokemon_classifier.app import create_app  # noqa: E402
+from pokemon_classifier.fans import ui_strings  # noqa: E402
 from pokemon_classifier.predict import Classifier  # noqa: E402
 
 PICK_FIRST = "Choose a Pokémon from the list first."
@@ -132,7 +133,8 @@ def test_confirm_saves_once_on_a_double_click_and_the_card_shows_the_answer(brow
     page.select_option("#lang", "de")
     want = pokedex.localized_name(4, "de")
     page.wait_for_function(f"document.getElementById('verdict').textContent.includes({want!r})", timeout=10000)
-    assert page.inner_text("#verdict").startswith("Corrected by you") and page.is_hidden("#fix")
+    corrected = ui_strings()["de"]["correctedBy"].split("{x}")[0]  # the German page says it in German
+    assert page.inner_text("#verdict").startswith(corrected) and page.is_hidden("#fix")
     page.context.close()
 
 

@@ -5,6 +5,7 @@ reason) where Chromium or Playwright is absent."""
 
 import contextlib
 import functools
+import gzip
 import http.server
 import io
 import json
@@ -37,14 +38,17 @@ def test_export_web_writes_a_complete_site(tiny, tmp_path):
     assert "python -m http.server" in out
     for name in ("index.html", "app.js", "preprocess.js", "style.css", "sw.js", "model.onnx", "pokedex.json",
                  "manifest.webmanifest", "favicon.png", "ort/ort.wasm.bundle.min.mjs",
-                 "ort/ort-wasm-simd-threaded.wasm", "ort/LICENSE"):
+                 "ort/ort-wasm-simd-threaded.wasm.gz", "ort/LICENSE"):
         assert (site / name).is_file(), name
     assert "MIT License" in (site / "ort" / "LICENSE").read_text()
+    wasm = site / "ort" / "ort-wasm-simd-threaded.wasm.gz"  # stored compressed: the page unpacks it
+    assert gzip.decompress(wasm.read_bytes()) == (web.VENDOR / "ort-wasm-simd-threaded.wasm").read_bytes()
+    assert not (site / "ort" / "ort-wasm-simd-threaded.wasm").exists()
     html = (site / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # nothing from a CDN or anywhere else
 
     cfg = json.loads((site / web.MARKER).read_text())
-    assert cfg["model"] == "model.onnx" and cfg["class_ids"] == list(pokedex.IDS)
+    assert cfg["model"] == "model.onnx" and cfg["class_ids"] == list(pokedex.IDS) and cfg["weights"] == "fp32"
     assert cfg["threshold"] == 0.3 and cfg["open_set_threshold"] is None  # predict's rule without a score
     assert cfg["preprocessing"]["interpolation"] == "bilinear"
 

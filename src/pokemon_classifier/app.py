@@ -221,7 +221,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
                max_wait_ms: float = 10.0, max_video_seconds: float = 300.0, max_video_frames: int = 1200,
                decode_threads: int | None = None, artwork_url: str | None = None, collect_dir=None,
                collect_max_mb: float | None = 500, collect_max_files: int | None = 5000,
-               collect_per_minute: int | None = None, allowed_hosts=None) -> FastAPI:
+               collect_per_minute: int | None = None, allowed_hosts=None, device_site=None) -> FastAPI:
     """The app: the routers above + fans.fan_router, JSON errors, and the request guards (outermost
     first): CatchAll, AllowedHosts (when `allowed_hosts` is given), SameOriginWrites, CappedBody."""
     svc = Service(classifier, max_upload, topk, max_batch, max_wait_ms, max_video_seconds, max_video_frames,
@@ -253,6 +253,10 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
         return _error(exc.status_code, str(exc.detail))
 
     mount_docs(app)
+    if device_site is not None:  # "Run on this device": the static site of the same model (web.served_site)
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/device", StaticFiles(directory=device_site, html=True), name="device")
     app.add_middleware(CappedBody, limit=max_upload)
     app.add_middleware(SameOriginWrites)
     if allowed_hosts is not None:
@@ -331,6 +335,20 @@ def uvicorn_config(app, **kwargs):
     return uvicorn.Config(app, **{"log_level": "warning", "http": json_error_protocol(), **kwargs})
 
 
+def _device_site(weights):
+    """The on-device site of the served model, or None (with a note) where it cannot be built."""
+    import sys
+
+    from pokemon_classifier import web
+    from pokemon_classifier.models import resolve_weights
+
+    try:
+        return web.served_site(resolve_weights(weights))
+    except (UserError, ImportError, OSError) as e:
+        print(f"note: no on-device mode (/device/): {e}", file=sys.stderr, flush=True)
+        return None
+
+
 def main(args) -> int:
     import socket
     import sys
@@ -358,7 +376,8 @@ def main(args) -> int:
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,
                      max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect,
                      collect_max_mb=args.collect_max_mb, collect_max_files=args.collect_max_files,
-                     collect_per_minute=args.collect_per_minute, allowed_hosts=hosts)
+                     collect_per_minute=args.collect_per_minute, allowed_hosts=hosts,
+                     device_site=_device_site(args.weights))
     if warning := exposed_collect_warning(args.host, args.https, args.collect):
         print(warning, file=sys.stderr, flush=True)
     from pokemon_classifier.certs import uvicorn_tls

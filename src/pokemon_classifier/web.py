@@ -211,9 +211,26 @@ def _check_target(out: Path) -> None:
         raise UserError(f"{out}: folder is not empty and not a site written by `export --web`; choose another")
 
 
-def build_site(out, weights, dtype: str = "fp32") -> dict:
+def served_site(weights) -> Path:
+    """`serve`'s on-device mode: the site of checkpoint (or .onnx) `weights`, built once into the user
+    cache under the hash of its bytes and of this code (build_site is atomic: a crash leaves no half
+    site), with a link back to the server's page. app.py mounts it at /device/."""
+    from pokemon_classifier.fileio import sha256_file
+    from pokemon_classifier.runtime import cache_dir
+
+    h = hashlib.sha256(sha256_file(weights).encode())
+    for f in (__file__, *(PAGE / n for n in (*PAGE_FILES, "sw.js")), VENDOR / WASM):
+        h.update(Path(f).read_bytes())
+    out = cache_dir() / "web" / h.hexdigest()[:20]
+    if not (out / MARKER).is_file():
+        build_site(out, weights, server="../")
+    return out
+
+
+def build_site(out, weights, dtype: str = "fp32", server: str | None = None) -> dict:
     """Write the site to folder `out` (replacing a site written here before, never anything else), its
-    model's weights stored as `dtype` (WEIGHTS); returns {'files': {name: bytes}, 'bytes': total}."""
+    model's weights stored as `dtype` (WEIGHTS) and, when `server` is given, a link to that server's
+    page (serve's on-device mode); returns {'files': {name: bytes}, 'bytes': total}."""
     out = Path(out)
     if dtype not in WEIGHTS:
         raise UserError(f"--web-weights {dtype}: choose one of {', '.join(WEIGHTS)}")
@@ -240,7 +257,7 @@ def build_site(out, weights, dtype: str = "fp32") -> dict:
         (tmp / "manifest.webmanifest").write_text(json.dumps(manifest(), ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "pokedex.json").write_text(json.dumps(pokedex_json(), ensure_ascii=False, separators=(",", ":")),
                                           encoding="utf-8")
-        (tmp / MARKER).write_text(json.dumps(model_config(meta, "model.onnx", dtype), indent=1), encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps({**model_config(meta, "model.onnx", dtype), "server": server}, indent=1), encoding="utf-8")
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         h = hashlib.sha256()
         for name in files:  # the cache name changes with any file, so a new export replaces the old cache

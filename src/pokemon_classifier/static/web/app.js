@@ -230,6 +230,7 @@ async function start() {
   const wasm = unpacked(WASM);  // the largest file first: it downloads while the rest loads
   [config, dex] = await Promise.all([loadJSON("pokedex-site.json"), loadJSON("pokedex.json")]);
   setupLanguage();
+  if (config.server) Object.assign($("server-mode"), { href: config.server, hidden: false });  // serve's /device/
   // threads need a cross-origin isolated page, which a plain static server does not give: one thread then
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.wasmBinary = await wasm;

@@ -72,3 +72,25 @@ def test_switch_leads_to_on_device_mode_with_the_servers_answer(browser, server,
     page.wait_for_url(server)
     assert not errors, errors
     page.close()
+
+
+def test_serve_builds_the_device_site_in_the_background_once_it_starts(tmp_path):
+    """serve's DeviceSite: nothing built before the server starts (serve starts at once), then a thread
+    builds the site (bounded wait) and /device/ serves it."""
+    pytest.importorskip("onnxruntime")
+    import threading
+
+    from pokemon_classifier.app import DeviceSite, create_app
+    from pokemon_classifier.predict import Classifier
+
+    weights = tiny_checkpoint(tmp_path / "m.pt", 64)
+    site = DeviceSite(weights)
+    app = create_app(Classifier.load(weights), device_site=site)
+    assert site.static is None and not site.started
+    with served_app(app) as port:
+        assert site.started
+        for t in [t for t in threading.enumerate() if t.name == "device-site"]:
+            t.join(120)
+        assert site.static is not None, "the device site was not built within 120 s"
+        status, body = _get(f"http://127.0.0.1:{port}/device/pokedex-site.json")
+        assert status == 200 and json.loads(body)["server"] == "../"

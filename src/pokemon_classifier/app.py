@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -232,6 +233,8 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
 
     @asynccontextmanager
     async def lifespan(_app):
+        if isinstance(device_site, DeviceSite):
+            device_site.start()
         yield
         svc.close()
 
@@ -256,7 +259,8 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
     if device_site is not None:  # "Run on this device": the static site of the same model (web.served_site)
         from fastapi.staticfiles import StaticFiles
 
-        app.mount("/device", StaticFiles(directory=device_site, html=True), name="device")
+        site = device_site if isinstance(device_site, DeviceSite) else StaticFiles(directory=device_site, html=True)
+        app.mount("/device", site, name="device")
     app.add_middleware(CappedBody, limit=max_upload)
     app.add_middleware(SameOriginWrites)
     if allowed_hosts is not None:
@@ -335,18 +339,37 @@ def uvicorn_config(app, **kwargs):
     return uvicorn.Config(app, **{"log_level": "warning", "http": json_error_protocol(), **kwargs})
 
 
-def _device_site(weights):
-    """The on-device site of the served model, or None (with a note) where it cannot be built."""
-    import sys
+class DeviceSite:
+    """The ASGI app at /device/: the served model's static site (web.served_site), built in a thread once
+    the server starts (an ONNX export the first time: seconds), so serve starts as fast as before;
+    404 until it is ready, and for good (with a one-line note) where it cannot be built."""
 
-    from pokemon_classifier import web
-    from pokemon_classifier.models import resolve_weights
+    def __init__(self, weights):
+        self.weights, self.static, self.started = weights, None, False
 
-    try:
-        return web.served_site(resolve_weights(weights))
-    except (UserError, ImportError, OSError) as e:
-        print(f"note: no on-device mode (/device/): {e}", file=sys.stderr, flush=True)
-        return None
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._build, daemon=True, name="device-site").start()
+
+    def _build(self) -> None:
+        import sys
+
+        from fastapi.staticfiles import StaticFiles
+
+        from pokemon_classifier import web
+        from pokemon_classifier.models import resolve_weights
+
+        try:
+            self.static = StaticFiles(directory=web.served_site(resolve_weights(self.weights)), html=True)
+        except (UserError, ImportError, OSError) as e:
+            print(f"note: no on-device mode (/device/): {e}", file=sys.stderr, flush=True)
+
+    async def __call__(self, scope, receive, send):
+        if self.static is None:
+            await JSONResponse({"detail": "the on-device site is not ready"}, status_code=404)(scope, receive, send)
+        else:
+            await self.static(scope, receive, send)
 
 
 def main(args) -> int:
@@ -377,7 +400,7 @@ def main(args) -> int:
                      max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect,
                      collect_max_mb=args.collect_max_mb, collect_max_files=args.collect_max_files,
                      collect_per_minute=args.collect_per_minute, allowed_hosts=hosts,
-                     device_site=_device_site(args.weights))
+                     device_site=DeviceSite(args.weights))
     if warning := exposed_collect_warning(args.host, args.https, args.collect):
         print(warning, file=sys.stderr, flush=True)
     from pokemon_classifier.certs import uvicorn_tls

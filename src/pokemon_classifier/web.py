@@ -3,6 +3,7 @@
     pokemon-classifier export --web site/                             # the shipped best.pt
     pokemon-classifier export --weights runs/x/best.pt --web site/    # any checkpoint (exported to ONNX)
     pokemon-classifier export --weights model.onnx --web site/        # an exported model as it is (e.g. int8)
+    pokemon-classifier export --web site/ --web-weights fp16          # a smaller site (answers within 2e-3)
     python -m http.server -d site 8000                                # then open http://localhost:8000
 
 The site is plain files: the page (static/web/), the ONNX model with its open-set score, ONNX Runtime
@@ -12,6 +13,7 @@ manifest, icons and a service worker that keeps all of it for use without a netw
 decoded, resized and classified in the page: nothing is uploaded. The page's preprocessing is
 presets.eval_transform's, re-done exactly (static/web/preprocess.js), and its verdict is
 Classifier.is_unknown's, so its answers are predict's (tests/test_web.py checks that in Chromium).
+`serve` mounts the same site of its model at /device/ (served_site; app.DeviceSite).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def main() -> int:
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"# {machine()}; {version} headless; load average {os.getloadavg()[0]:.1f} at start")
     print(f"site: {raw_mb:.1f} MB ({gz_mb:.1f} MB gzip-compressed; model {model_mb:.1f} MB, ONNX Runtime Web "
-          f"{(site / 'ort' / 'ort-wasm-simd-threaded.wasm').stat().st_size / 1e6:.1f} MB)  "
+          f"{(site / 'ort' / 'ort-wasm-simd-threaded.wasm.gz').stat().st_size / 1e6:.1f} MB gzip-compressed)  "
           f"budget <= {BUDGET['site_mb']} MB")
 
     with static_server(site) as url, sync_playwright() as p:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -233,7 +234,7 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
                max_wait_ms: float = 10.0, max_video_seconds: float = 300.0, max_video_frames: int = 1200,
                decode_threads: int | None = None, artwork_url: str | None = None, collect_dir=None,
                collect_max_mb: float | None = 500, collect_max_files: int | None = 5000,
-               collect_per_minute: int | None = None, allowed_hosts=None) -> FastAPI:
+               collect_per_minute: int | None = None, allowed_hosts=None, device_site=None) -> FastAPI:
     """The app: the routers above + fans.fan_router, JSON errors, and the request guards (outermost
     first): CatchAll, AllowedHosts (when `allowed_hosts` is given), SameOriginWrites, CappedBody."""
     svc = Service(classifier, max_upload, topk, max_batch, max_wait_ms, max_video_seconds, max_video_frames,
@@ -244,6 +245,8 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
 
     @asynccontextmanager
     async def lifespan(_app):
+        if isinstance(device_site, DeviceSite):
+            device_site.start()
         yield
         svc.close()
 
@@ -265,6 +268,11 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, topk: int = 5, max_batc
         return _error(exc.status_code, str(exc.detail))
 
     mount_docs(app)
+    if device_site is not None:  # "Run on this device": the static site of the same model (web.served_site)
+        from fastapi.staticfiles import StaticFiles
+
+        site = device_site if isinstance(device_site, DeviceSite) else StaticFiles(directory=device_site, html=True)
+        app.mount("/device", site, name="device")
     app.add_middleware(CappedBody, limit=max_upload)
     app.add_middleware(SameOriginWrites)
     if allowed_hosts is not None:
@@ -347,6 +355,39 @@ def uvicorn_config(app, **kwargs):
     return uvicorn.Config(app, **{"log_level": "warning", "http": json_error_protocol(), **kwargs})
 
 
+class DeviceSite:
+    """The ASGI app at /device/: the served model's static site (web.served_site), built in a thread once
+    the server starts (an ONNX export the first time: seconds), so serve starts as fast as before;
+    404 until it is ready, and for good (with a one-line note) where it cannot be built."""
+
+    def __init__(self, weights):
+        self.weights, self.static, self.started = weights, None, False
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._build, daemon=True, name="device-site").start()
+
+    def _build(self) -> None:
+        import sys
+
+        from fastapi.staticfiles import StaticFiles
+
+        from pokemon_classifier import web
+        from pokemon_classifier.models import resolve_weights
+
+        try:
+            self.static = StaticFiles(directory=web.served_site(resolve_weights(self.weights)), html=True)
+        except (UserError, ImportError, OSError) as e:
+            print(f"note: no on-device mode (/device/): {e}", file=sys.stderr, flush=True)
+
+    async def __call__(self, scope, receive, send):
+        if self.static is None:
+            await JSONResponse({"detail": "the on-device site is not ready"}, status_code=404)(scope, receive, send)
+        else:
+            await self.static(scope, receive, send)
+
+
 def main(args) -> int:
     import socket
     import sys
@@ -374,7 +415,8 @@ def main(args) -> int:
                      max_wait_ms=args.max_wait_ms, max_video_seconds=args.max_video_seconds,
                      max_video_frames=args.max_video_frames, artwork_url=args.artwork_url, collect_dir=args.collect,
                      collect_max_mb=args.collect_max_mb, collect_max_files=args.collect_max_files,
-                     collect_per_minute=args.collect_per_minute, allowed_hosts=hosts)
+                     collect_per_minute=args.collect_per_minute, allowed_hosts=hosts,
+                     device_site=DeviceSite(args.weights))
     if warning := exposed_collect_warning(args.host, args.https, args.collect):
         print(warning, file=sys.stderr, flush=True)
     from pokemon_classifier.certs import uvicorn_tls

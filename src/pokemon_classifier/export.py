@@ -22,6 +22,9 @@ def add_arguments(p) -> None:
     p.add_argument("--onnx", type=out_file, help="output .onnx file (required without --int8 or --web)")
     p.add_argument("--web", type=out_dir, metavar="DIR",
                    help="write a static site that classifies in the browser, offline (see web.py)")
+    p.add_argument("--web-weights", choices=("fp32", "fp16"), default="fp32",
+                   help="the site's model: fp32, predict's answers exactly (default); fp16, a smaller site whose "
+                        "answers move a little (docs/web.md)")
     p.add_argument("--opset", type=positive_int, default=17)
     from pokemon_classifier import int8_gate
 

@@ -35,12 +35,26 @@ const EN = {
   webNoModel: "The model could not start in this browser: {x}",
   webMaybe: "Not sure (maybe {name}, {p})",
   webFps: "{x} frames/s, on this device",
+  webServerMode: "Use the server",
 };
 
 function t(key, vars) {
   let s = strings[lang]?.[key] ?? EN[key] ?? key;
   for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
   return s;
+}
+
+// stored gzip-compressed by `export --web` (web.WASM_GZ): a quarter of the size, the site's budget
+const WASM = "ort/ort-wasm-simd-threaded.wasm.gz";
+
+async function unpacked(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: ${r.status} ${r.statusText}`);
+  const bytes = new Uint8Array(await r.arrayBuffer());
+  // a server that labels .gz files Content-Encoding: gzip has had the browser unpack it already
+  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 async function loadJSON(url) {
@@ -258,11 +272,14 @@ function registerServiceWorker() {
 
 async function start() {
   const t0 = performance.now();
+  const wasm = unpacked(WASM);  // the largest file first: it downloads while the rest loads
   [config, dex, strings] = await Promise.all([loadJSON("pokedex-site.json"), loadJSON("pokedex.json"),
     loadJSON("i18n.json")]);
   setupLanguage();
+  if (config.server) Object.assign($("server-mode"), { href: config.server, hidden: false });  // serve's /device/
   // threads need a cross-origin isolated page, which a plain static server does not give: one thread then
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.wasmBinary = await wasm;
   // one picture at a time: a fixed batch lets ORT plan the graph's shapes once
   session = await ort.InferenceSession.create(config.model, { executionProviders: ["wasm"],
     graphOptimizationLevel: "all", freeDimensionOverrides: { batch: 1 } });

@@ -176,7 +176,7 @@ def test_threaded_decoding_gives_the_serial_batches(ckpt, tmp_path):
         items.append(tmp_path / f"{i}.png" if i % 3 else (tmp_path / f"{i}.png").read_bytes())
     items.insert(3, tmp_path / "missing.png")
     pre = Classifier.load(ckpt).meta["preprocessing"]
-    assert decode_threads(items) >= 1 and decode_threads(items[:1]) == 1
+    assert decode_threads(items) >= 1 and decode_threads(items[:1]) == 1 == decode_threads([draw_shape("circle", colors[0])] * 2)
     runs = {}
     for threads in (1, 3):
         errors = {}

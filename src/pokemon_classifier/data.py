@@ -168,8 +168,8 @@ def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int =
     """(row indices, preprocessed batch) of the readable items, decoded by DataLoader workers (one
     for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead.
 
-    Without worker processes the pictures are decoded by `threads` threads (default: one per core,
-    at most 4), the next batch while the caller runs the model on this one: PIL's decoding and
+    Without worker processes the pictures are decoded by `threads` threads (default: decode_threads),
+    the next batch while the caller runs the model on this one: PIL's decoding and
     resizing and ONNX Runtime release the GIL, so a batch of 32 no longer waits on 32 decodes done
     one after another. Same tensors, same order as decoding serially."""
     from torch.utils.data import DataLoader
@@ -192,12 +192,15 @@ def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int =
 
 def decode_threads(items) -> int:
     """Decoding threads for `items`: 1 for a single item or for PIL images (a caller's image object
-    is not ours to read from several threads), else one per core, at most 4."""
+    is not ours to read from several threads), and 1 on machines with under 4 cores: on the 2-core
+    machines of docs/speed.md (shared) two decoding threads made fp32 batches 6-16% slower and int8
+    ones 2-4% faster, so no gain there; else half the cores, at most 4."""
     from PIL import Image
 
-    if len(items) < 2 or any(isinstance(i, Image.Image) for i in items):
+    cores = os.cpu_count() or 1
+    if len(items) < 2 or cores < 4 or any(isinstance(i, Image.Image) for i in items):
         return 1
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, cores // 2)
 
 
 def _threaded_batches(ds, batch_size: int, threads: int):

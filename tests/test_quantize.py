@@ -327,3 +327,16 @@ def test_a_part_of_the_network_can_be_kept_fp32_by_name(made, tmp_path):
     assert convs and set(convs) <= set(keep) and not set(convs) & set(quantize.keep_fp32(m))
     with pytest.raises(quantize.UserError, match="no node"):
         quantize.keep_fp32(m, ["/net/nowhere/"])
+
+
+def test_a_calibration_cache_is_written_once_and_reused(made, tmp_path):
+    """quantize(calibration_cache=...): the sensitivity scan calibrates once; a second graph from the cache is the same."""
+    data, _, ck, _, _ = made
+    assert run_cli("export", "--weights", ck, "--onnx", tmp_path / "fp32.onnx")[0] == 0
+    pre = Classifier.load(tmp_path / "fp32.onnx").meta["preprocessing"]
+    cache = tmp_path / "ranges.json"
+    pictures = sorted((data / "images").glob("*"))[:8]
+    quantize.quantize(tmp_path / "fp32.onnx", tmp_path / "a.onnx", quantize.Batches(pictures, pre), calibration_cache=cache)
+    assert cache.is_file()
+    quantize.quantize(tmp_path / "fp32.onnx", tmp_path / "b.onnx", quantize.Batches([], pre), calibration_cache=cache)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import CLASSES, draw_shape, run_cli, tiny_checkpoint
 from pokemon_classifier import pokedex
@@ -162,3 +163,27 @@ def test_predict_lang_localizes_names_genus_and_types(ckpt, tmp_path):
     assert code == 0 and f"#{r['dex_id']:03d} {r['genus']}" in out
     code, out, err = run_cli("predict", "--weights", ckpt, img, "--lang", "xx")
     assert code == 2 and err.startswith("error: --lang xx")
+
+
+def test_threaded_decoding_gives_the_serial_batches(ckpt, tmp_path):
+    """readable_batches decodes with a thread pool one batch ahead: same rows, tensors and errors as serially."""
+    from pokemon_classifier.data import decode_threads, readable_batches
+
+    colors = [(40 * i % 255, 90, 200 - 20 * i) for i in range(7)]
+    items = []
+    for i, c in enumerate(colors):
+        draw_shape("circle" if i % 2 else "square", c).save(tmp_path / f"{i}.png")
+        items.append(tmp_path / f"{i}.png" if i % 3 else (tmp_path / f"{i}.png").read_bytes())
+    items.insert(3, tmp_path / "missing.png")
+    pre = Classifier.load(ckpt).meta["preprocessing"]
+    assert decode_threads(items) >= 1 and decode_threads(items[:1]) == 1 == decode_threads([draw_shape("circle", colors[0])] * 2)
+    runs = {}
+    for threads in (1, 3):
+        errors = {}
+        runs[threads] = ([(idx.tolist(), x) for idx, x in readable_batches(items, pre, errors, 3, 0, threads=threads)],
+                         errors)
+    (serial, e1), (threaded, e3) = runs[1], runs[3]
+    assert e1 == e3 and list(e1) == [3]
+    assert [i for i, _ in serial] == [i for i, _ in threaded] == [[0, 1, 2], [4, 5], [6, 7]]
+    for (_, a), (_, b) in zip(serial, threaded):
+        assert torch.equal(a, b)

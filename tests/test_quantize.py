@@ -306,3 +306,37 @@ def test_fold_pads_folds_only_zero_constant_pads_into_convs():
     assert conv.input[0] == "x" and [list(a.ints) for a in conv.attribute if a.name == "pads"] == [[1, 1, 1, 1]]
     for got, ref in zip(run(folded), before):
         assert np.allclose(got, ref, atol=1e-6)
+
+
+def test_a_part_of_the_network_can_be_kept_fp32_by_name(made, tmp_path):
+    """keep_fp32's '/...' excludes (the sensitivity scan's parts): that block's nodes stay fp32; unknown names are errors."""
+    import importlib.util
+    from pathlib import Path
+
+    _, _, ck, _, _ = made
+    assert run_cli("export", "--weights", ck, "--onnx", tmp_path / "fp32.onnx")[0] == 0
+    m = onnx.load(str(tmp_path / "fp32.onnx"))
+    spec = importlib.util.spec_from_file_location("int8_select", Path(__file__).parents[1] / "tools" / "int8_select.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    parts = tool.parts(m)
+    assert parts[0] == "/net/conv_stem/" and parts[-1] == "last" and any(p.startswith("/net/blocks.") for p in parts)
+    block = next(p for p in parts if p.startswith("/net/blocks.1/"))
+    keep = quantize.keep_fp32(m, [block])
+    convs = [n.name for n in m.graph.node if n.op_type == "Conv" and n.name.startswith(block)]
+    assert convs and set(convs) <= set(keep) and not set(convs) & set(quantize.keep_fp32(m))
+    with pytest.raises(quantize.UserError, match="no node"):
+        quantize.keep_fp32(m, ["/net/nowhere/"])
+
+
+def test_a_calibration_cache_is_written_once_and_reused(made, tmp_path):
+    """quantize(calibration_cache=...): the sensitivity scan calibrates once; a second graph from the cache is the same."""
+    data, _, ck, _, _ = made
+    assert run_cli("export", "--weights", ck, "--onnx", tmp_path / "fp32.onnx")[0] == 0
+    pre = Classifier.load(tmp_path / "fp32.onnx").meta["preprocessing"]
+    cache = tmp_path / "ranges.json"
+    pictures = sorted((data / "images").glob("*"))[:8]
+    quantize.quantize(tmp_path / "fp32.onnx", tmp_path / "a.onnx", quantize.Batches(pictures, pre), calibration_cache=cache)
+    assert cache.is_file()
+    quantize.quantize(tmp_path / "fp32.onnx", tmp_path / "b.onnx", quantize.Batches([], pre), calibration_cache=cache)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

@@ -9,6 +9,13 @@ the val pictures left out of calibration and the tuning half of the negatives (t
 open-set head was fitted on; the reporting half stays for the gate). It counts the pictures whose
 top-1 or whose open-set verdict (accept / unknown) changes, and prints the recipes best first (with
 the network's batch-32 speed-up over fp32, the two alternated: a tie-breaker, not the gate's figure).
+
+    python tools/int8_select.py ... --sensitivity --limit 400
+
+ranks the network's parts (the stem, each block, the head convolution, the classifier) by how many
+of `--limit` held-out pictures change when that part alone stays fp32 (the rest int8, calibrated
+once and cached), then keeps the most sensitive parts fp32 one more at a time (greedy) and prints
+the changes and the network speed-up of each set: the candidates to pass as --recipe.
 """
 
 import argparse
@@ -40,7 +47,24 @@ RECIPES = [
     {"method": "minmax", "exclude": ["depthwise"]},
     {"method": "minmax", "per_channel": False},
     {"method": "minmax", "format": "qoperator"},
+    # from the --sensitivity scan on the FR/LG file (2026-12-08): blocks.5.0 was the part whose
+    # staying fp32 removed most changes; see docs/speed.md
+    {"method": "minmax", "exclude": ["/net/blocks.5/blocks.5.0/"]},
+    {"method": "minmax", "exclude": ["first", "/net/blocks.5/blocks.5.0/"]},
+    {"method": "entropy", "exclude": ["first", "/net/blocks.5/blocks.5.0/"]},
+    {"method": "percentile", "exclude": ["first", "/net/blocks.5/blocks.5.0/"]},
 ]
+
+
+def parts(model) -> list[str]:
+    """The network's quantisable parts as node-name prefixes (quantize.keep_fp32's '/...' excludes):
+    the stem, each block, the head convolution, plus 'last' (the classifier)."""
+    out: dict[str, None] = {}
+    for n in model.graph.node:
+        if n.op_type == "Conv" and n.name.startswith("/net/"):
+            bits = n.name.split("/")
+            out["/".join(bits[:4]) + "/" if bits[2].startswith("blocks") else "/".join(bits[:3]) + "/"] = None
+    return list(out) + ["last"]
 
 
 def arrays(paths, pre):
@@ -73,6 +97,42 @@ def speedup(fp32, int8, x, reps: int = 5) -> float:
     return spent[0] / spent[1]
 
 
+def changes(q, x, y32, s32, thr) -> tuple[int, int]:
+    y8, s8 = run(q, x)
+    return int((y8 != y32).sum()), int(((s8 >= thr) != (s32 >= thr)).sum())
+
+
+def sensitivity(fp32, d: Path, calib, x, y32, s32, thr, args) -> int:
+    """Per-part scan, then the greedy sets (see the module docstring); printed, nothing chosen."""
+    import onnx
+
+    cache, q = d / "ranges.json", d / "scan.onnx"
+
+    def score(exclude):
+        Q.quantize(fp32, q, calib, args.method, True, exclude, "qdq", calibration_cache=cache)
+        return changes(q, x, y32, s32, thr)
+
+    base = score([])
+    print(f"all int8 ({args.method}): top-1 changed {base[0]}, verdict changed {base[1]} of {len(x)}", file=sys.stderr)
+    ranking = []
+    for part in parts(onnx.load(str(fp32))):
+        t, v = score([part])
+        ranking.append((t + v, t, v, part))
+        print(f"  {part:<40} fp32 alone: top-1 changed {t:3d}  verdict changed {v:3d}", file=sys.stderr, flush=True)
+    ranking.sort()
+    print(f"parts by sensitivity (changes left when the part alone stays fp32; all int8: {sum(base)}):")
+    for total, t, v, part in ranking:
+        print(f"  {part:<40} {total:3d}  (top-1 {t}, verdict {v})")
+    keep: list[str] = []
+    print("greedy: the most sensitive parts kept fp32")
+    for _, _, _, part in ranking[:args.greedy]:
+        keep.append(part)
+        t, v = score(keep)
+        print(f"  {json.dumps({'method': args.method, 'exclude': keep}):<90} top-1 changed {t:3d}  "
+              f"verdict changed {v:3d}  network x{speedup(fp32, q, x[:32]):.2f}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default="best.pt")
@@ -80,6 +140,10 @@ def main(argv=None) -> int:
     p.add_argument("--splits", required=True)
     p.add_argument("--negatives", required=True)
     p.add_argument("--calibration-images", type=int, default=128)
+    p.add_argument("--limit", type=int, default=0, help="score on this many held-out pictures (a random draw)")
+    p.add_argument("--sensitivity", action="store_true", help="rank the network's parts (see above)")
+    p.add_argument("--method", default="minmax", help="the calibration of the --sensitivity scan")
+    p.add_argument("--greedy", type=int, default=6, help="--sensitivity: keep up to this many parts fp32")
     p.add_argument("--recipe", action="append", type=json.loads, metavar="JSON",
                    help='only these recipes, e.g. \'{"method": "minmax", "exclude": ["last"]}\' (repeatable)')
     args = p.parse_args(argv)
@@ -94,16 +158,24 @@ def main(argv=None) -> int:
     tuned = set(ck["openset"].get("tuned_on", []))
     negs = [p for p in table["path"] if openset.file_key(p) in tuned]
     x = np.concatenate([arrays(held, pre), arrays(negs, pre)])
-    print(f"held-out: {len(held)} val pictures + {len(negs)} tuning negatives", file=sys.stderr)
+    if args.limit and args.limit < len(x):
+        x = x[np.sort(np.random.default_rng(1).choice(len(x), args.limit, replace=False))]
+    print(f"held-out: {len(held)} val pictures + {len(negs)} tuning negatives; scored on {len(x)}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as d:
         fp32 = Path(d) / "fp32.onnx"
         export_onnx(args.weights, fp32)
         y32, s32 = run(fp32, x)
+        if args.sensitivity:
+            return sensitivity(fp32, Path(d), Q.Batches(calib, pre), x, y32, s32, thr, args)
         rows = []
         for r in args.recipe or RECIPES:
             q = Path(d) / "int8.onnx"
-            Q.quantize(fp32, q, Q.Batches(calib, pre), r["method"], r.get("per_channel", True), r.get("exclude", ()),
-                       r.get("format", "qdq"))
+            try:
+                Q.quantize(fp32, q, Q.Batches(calib, pre), r["method"], r.get("per_channel", True),
+                           r.get("exclude", ()), r.get("format", "qdq"))
+            except Q.UserError as e:  # a part named by another architecture's scan
+                print(f"skipped {json.dumps(r)}: {e}", file=sys.stderr)
+                continue
             y8, s8 = run(q, x)
             rows.append({"recipe": r, "top1_changed": int((y8 != y32).sum()),
                          "verdict_changed": int(((s8 >= thr) != (s32 >= thr)).sum()),

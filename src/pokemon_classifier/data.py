@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import partial
 from pathlib import Path
 
@@ -163,21 +164,59 @@ def to_tensor(item, transform) -> torch.Tensor:
 
 
 def readable_batches(items, preprocessing: dict, errors: dict, batch_size: int = 64, workers: int | None = None,
-                     progress: bool = False, desc: str = "predicting"):
+                     progress: bool = False, desc: str = "predicting", threads: int | None = None):
     """(row indices, preprocessed batch) of the readable items, decoded by DataLoader workers (one
-    for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead."""
+    for long lists); each unreadable row's '<file>: <reason>' goes into `errors` instead.
+
+    Without worker processes the pictures are decoded by `threads` threads (default: decode_threads),
+    the next batch while the caller runs the model on this one: PIL's decoding and
+    resizing and ONNX Runtime release the GIL, so a batch of 32 no longer waits on 32 decodes done
+    one after another. Same tensors, same order as decoding serially."""
     from torch.utils.data import DataLoader
 
     items = list(items)
     ds = _ItemDataset(items, eval_transform(preprocessing), int(preprocessing["size"]))
     paths = bool(items) and isinstance(items[0], (str, Path))
     workers = (1 if paths and len(ds) > batch_size else 0) if workers is None else workers
-    for x, idx, err in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=workers), desc=desc, unit="batch",
-                            disable=not progress, leave=False):
+    threads = decode_threads(items) if threads is None else threads
+    if workers == 0 and threads > 1:
+        batches = _threaded_batches(ds, batch_size, threads)
+    else:
+        batches = DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    for x, idx, err in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         ok = torch.tensor([e == "" for e in err], dtype=torch.bool)
         errors.update((i, e) for i, e in zip(idx.tolist(), err) if e)
         if ok.any():
             yield idx[ok].numpy(), x[ok]
+
+
+def decode_threads(items) -> int:
+    """Decoding threads for `items`: 1 for a single item or for PIL images (a caller's image object
+    is not ours to read from several threads), and 1 on machines with under 4 cores: on the 2-core
+    machines of docs/speed.md (shared) two decoding threads made fp32 batches 6-16% slower and int8
+    ones 2-4% faster, so no gain there; else half the cores, at most 4."""
+    from PIL import Image
+
+    cores = os.cpu_count() or 1
+    if len(items) < 2 or cores < 4 or any(isinstance(i, Image.Image) for i in items):
+        return 1
+    return min(4, cores // 2)
+
+
+def _threaded_batches(ds, batch_size: int, threads: int):
+    """DataLoader's (x, idx, errors) batches, decoded by a thread pool one batch ahead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = range(0, len(ds), batch_size)
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as ex:
+        def submit(start):
+            return [ex.submit(ds.__getitem__, i) for i in range(start, min(start + batch_size, len(ds)))]
+
+        pending = submit(starts[0]) if len(starts) else None
+        for k in range(len(starts)):
+            rows = [f.result() for f in pending]
+            pending = submit(starts[k + 1]) if k + 1 < len(starts) else None
+            yield (torch.stack([r[0] for r in rows]), torch.tensor([r[1] for r in rows]), [r[2] for r in rows])
 
 
 class _ItemDataset(Dataset):

@@ -140,7 +140,8 @@ def add_arguments(p) -> None:
     g.add_argument("--method", choices=METHODS, default="minmax", help="with --int8: activation calibration")
     g.add_argument("--no-per-channel", dest="per_channel", action="store_false",
                    help="with --int8: one scale per weight tensor")
-    g.add_argument("--exclude", default="", help="with --int8: also keep in fp32: first,last,last-conv,depthwise")
+    g.add_argument("--exclude", default="", help="with --int8: also keep in fp32: first,last,last-conv,depthwise or a node-name "
+                                              "prefix such as /net/blocks.5/blocks.5.0/ (tools/int8_select.py --sensitivity)")
     g.add_argument("--quant-format", choices=["qdq", "qoperator"], default="qdq")
     g.add_argument("--runs", type=positive_int, default=100, help="with --int8: single pictures timed per model")
 

@@ -172,8 +172,11 @@ def keep_fp32(model, exclude=()) -> list[str]:
     """Names of the nodes that stay fp32: the open-set score (`/head/...`) and the statistics that
     WithFeatures computes itself (nodes directly under `/net/`), plus the `exclude`d kinds:
     'first' (the stem convolution), 'last' (the classifier), 'last-conv' (the last convolution, which
-    makes the penultimate features), 'depthwise' (grouped convolutions)."""
-    bad = sorted(set(exclude) - set(EXCLUDABLE))
+    makes the penultimate features), 'depthwise' (grouped convolutions), or a node-name prefix that
+    starts with '/' (e.g. '/net/blocks.5/blocks.5.3/': one block's layers, what the per-layer
+    sensitivity scan of tools/int8_select.py names)."""
+    prefixes = [e for e in exclude if e.startswith("/")]
+    bad = sorted(set(exclude) - set(EXCLUDABLE) - set(prefixes))
     if bad:
         raise UserError(f"--exclude {','.join(bad)}: choose among {', '.join(EXCLUDABLE)}")
     nodes = list(model.graph.node)
@@ -190,6 +193,11 @@ def keep_fp32(model, exclude=()) -> list[str]:
         keep.append(convs[-1].name)
     if "depthwise" in exclude:
         keep += [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    for prefix in prefixes:
+        hit = [n.name for n in nodes if n.name.startswith(prefix) and n.name not in keep]
+        if not hit and not any(n.startswith(prefix) for n in keep):
+            raise UserError(f"--exclude {prefix}: no node of the graph is named so")
+        keep += hit
     return keep
 
 
@@ -218,8 +226,11 @@ def shape_nodes(model) -> list[str]:
 
 
 def quantize(fp32_path, out, calibration: Batches, method: str = "minmax", per_channel: bool = True,
-             exclude=(), fmt: str = "qdq") -> dict:
-    """Write the int8 graph of `fp32_path` to `out` (atomically) and return its recipe."""
+             exclude=(), fmt: str = "qdq", calibration_cache=None) -> dict:
+    """Write the int8 graph of `fp32_path` to `out` (atomically) and return its recipe.
+
+    calibration_cache: a JSON file for onnxruntime's activation ranges (read when it exists, else
+    written): the sensitivity scan quantises one graph many times with the same calibration."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -246,7 +257,8 @@ def quantize(fp32_path, out, calibration: Batches, method: str = "minmax", per_c
             nodes_to_exclude=keep,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"CalibPercentile": 99.999})
+            extra_options={"CalibPercentile": 99.999},
+            **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}))
         q = onnx.load(str(tmp))
         info = json.loads({p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}[META_KEY])
         recipe = {"format": fmt, "per_channel": per_channel, "method": method, "exclude": list(exclude),

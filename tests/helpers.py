@@ -201,3 +201,16 @@ def replace(a, b):  # fileio.atomic_open's rename: the k-th one is never reached
     return real(a, b)
 os.replace = replace
 """
+
+
+def open_page(browser, served, locale="en-US", viewport=(1280, 800), **context):
+    """A new context + page on served["url"] (camera allowed, file choosers intercepted), page ready."""
+    ctx = browser.new_context(locale=locale, viewport={"width": viewport[0], "height": viewport[1]}, **context)
+    ctx.grant_permissions(["camera"], origin=served["url"])
+    page = ctx.new_page()
+    # Playwright turns on file-chooser interception when the first listener appears, asynchronously: do it
+    # before any key is pressed, or the first chooser can open natively (invisible headless) and be missed.
+    page.on("filechooser", lambda chooser: None)
+    page.goto(served["url"])
+    page.evaluate("window.pageReady")
+    return page

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import chromium, CLASSES, draw_shape, served_app, tiny_checkpoint
+from helpers import chromium, CLASSES, draw_shape, open_page, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -40,16 +40,7 @@ def browser():
     yield from chromium()
 
 
-def _open(browser, served, locale="en-US", viewport=(1280, 800)):
-    ctx = browser.new_context(locale=locale, viewport={"width": viewport[0], "height": viewport[1]})
-    ctx.grant_permissions(["camera"], origin=served["url"])
-    page = ctx.new_page()
-    # Playwright turns on file-chooser interception when the first listener appears, asynchronously: do it
-    # before any key is pressed, or the first chooser can open natively (invisible headless) and be missed.
-    page.on("filechooser", lambda chooser: None)
-    page.goto(served["url"])
-    page.evaluate("window.pageReady")
-    return page
+_open = open_page  # the page opened in a new context (helpers.open_page)
 
 
 def _upload(page, served):

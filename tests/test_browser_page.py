@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import chromium, served_app
+from helpers import chromium, open_page, served_app
 
 pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api")
@@ -40,14 +40,7 @@ def browser():
     yield from chromium()
 
 
-def _open(browser, served, viewport=(1280, 800), **context):
-    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, locale="en-US", **context)
-    ctx.grant_permissions(["camera"], origin=served["url"])
-    page = ctx.new_page()
-    page.on("filechooser", lambda chooser: None)
-    page.goto(served["url"])
-    page.evaluate("window.pageReady")
-    return page
+_open = open_page  # the page opened in a new context (helpers.open_page)
 
 
 def _verdict(page, path):

@@ -271,17 +271,9 @@ class Collector:
             if gone.any():
                 write_annotations(self.dir, rows[~gone])
                 done.append(f"dropped {int(gone.sum())} rows whose picture is gone")
-            listed = set(rows["img_name"])
-            loose = [p for p in (self.dir / IMAGES).iterdir()
-                     if p.is_file() and not p.name.startswith(".") and p.name not in listed]
-            for p in loose:
-                dst = self.dir / UNLISTED / p.name
-                dst.parent.mkdir(exist_ok=True)
-                while dst.exists():
-                    dst = dst.with_name("_" + dst.name)
-                shutil.move(p, dst)
+            loose = _move_unlisted(self.dir, set(rows["img_name"]))
             if loose:
-                done.append(f"moved {len(loose)} pictures without a row to {self.dir / UNLISTED}")
+                done.append(f"moved {loose} pictures without a row to {self.dir / UNLISTED}")
             if (self.negatives / IMAGES).is_dir():
                 done += self._recover_negatives()
         return f"{self.dir}: repaired: " + "; ".join(done) if done else ""
@@ -298,17 +290,9 @@ class Collector:
         if not keep.all():
             atomic_write_csv(self.negatives / NEGATIVES_MANIFEST, rows[keep])
             done.append(f"dropped {int((~keep).sum())} negatives rows whose picture is gone or repeated")
-        listed = set(rows["img_name"])
-        loose = [p for p in (self.negatives / IMAGES).iterdir()
-                 if p.is_file() and not p.name.startswith(".") and p.name not in listed]
-        for p in loose:
-            dst = self.negatives / UNLISTED / p.name
-            dst.parent.mkdir(exist_ok=True)
-            while dst.exists():
-                dst = dst.with_name("_" + dst.name)
-            shutil.move(p, dst)
+        loose = _move_unlisted(self.negatives, set(rows["img_name"]))
         if loose:
-            done.append(f"moved {len(loose)} negatives without a row to {self.negatives / UNLISTED}")
+            done.append(f"moved {loose} negatives without a row to {self.negatives / UNLISTED}")
         return done
 
     def _stored(self, data: bytes) -> tuple[bytes, str]:
@@ -444,3 +428,17 @@ class Collector:
                 write_annotations(self.dir, pd.concat([here, pd.DataFrame(new, columns=COLUMNS)], ignore_index=True))
             self._indexes.clear()
         return result
+
+
+def _move_unlisted(folder: Path, listed: set[str]) -> int:
+    """Move folder/images/* without a row (a save killed between its two writes) to folder/unlisted/,
+    never over an existing file; returns how many moved."""
+    loose = [p for p in (folder / IMAGES).iterdir()
+             if p.is_file() and not p.name.startswith(".") and p.name not in listed]
+    for p in loose:
+        dst = folder / UNLISTED / p.name
+        dst.parent.mkdir(exist_ok=True)
+        while dst.exists():
+            dst = dst.with_name("_" + dst.name)
+        shutil.move(p, dst)
+    return len(loose)

@@ -244,7 +244,7 @@ def test_video_verdict_with_pokemon_list_and_headline(browser, served):
     assert verdict.index("Pikachu") < verdict.index("Glurak") and "60.0%" not in verdict
     assert page.inner_text("#announce") == story
     text = page.inner_text("#timeline")
-    assert "Glurak #006" in text and "1.5–3.0 s, 4.0–5.0 s" in text and "80.0%" in text
+    assert "Glurak #006" in text and "1.5–3.0\u00a0s, 4.0–5.0\u00a0s" in text and "80.0%" in text  # German units
     page.click("#vdetails summary")  # the frame-by-frame table and the note about means are behind Details
     assert page.inner_text("#note").startswith("6 Bilder")
     page.context.close()
@@ -287,6 +287,12 @@ def test_japanese_page_shows_no_english_ui_string(browser, served):
     shown = [page.inner_text("body")]
     _upload(page, served)
     shown.append(page.inner_text("body"))
+    # the server's errors are English sentences: the page says in Japanese what happened, then quotes it
+    bad = served["root"] / "notes.jpg"
+    bad.write_bytes(b"shopping list: milk, eggs")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.includes('not a readable image')")
+    assert page.inner_text("#error").startswith(ui_strings()["ja"]["serverSaid"].split("{x}")[0])
     page.context.close()
     for text in shown:
         assert not [e for e in english if e in text], text

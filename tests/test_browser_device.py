@@ -59,8 +59,8 @@ def test_switch_leads_to_on_device_mode_with_the_servers_answer(browser, server,
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server)
-    page.click("#device-mode")  # shown once the server answers for /device/
-    page.wait_for_url(server + "device/")
+    page.click("#device-mode")  # shown once the server answers for /device/, with the page's language
+    page.wait_for_url(server + "device/?lang=en")
     page.evaluate("window.pokedex.ready")
     page.set_input_files("#file", str(pic))
     page.wait_for_function("window.pokedex.last !== null", timeout=30000)
@@ -70,6 +70,13 @@ def test_switch_leads_to_on_device_mode_with_the_servers_answer(browser, server,
     assert page.evaluate("navigator.serviceWorker.getRegistration('/').then(r => r ? r.scope : null)") is None
     page.click("#server-mode")
     page.wait_for_url(server)
+    page.evaluate("window.pageReady")
+    page.select_option("#lang", "ja")  # a language chosen on the server's page carries over
+    page.wait_for_function("document.documentElement.lang === 'ja'")
+    page.click("#device-mode")
+    page.wait_for_url(server + "device/?lang=ja")
+    page.evaluate("window.pokedex.ready")
+    assert page.evaluate("document.documentElement.lang") == "ja" and page.input_value("#lang") == "ja"
     assert not errors, errors
     page.close()
 

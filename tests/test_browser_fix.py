@@ -125,6 +125,7 @@ def test_confirm_saves_once_on_a_double_click_and_the_card_shows_the_answer(brow
     assert page.inner_text("#types") == pokedex.type_name(pokedex.types(4)[0], "en")
     assert page.is_hidden("#fix") and not page.evaluate("document.getElementById('fix').open")
     assert page.is_disabled("#fix-send") and page.is_visible("#fix-status")
+    assert "Corrected by you: Charmander" in page.inner_text("#history-list li:first-child")  # the history too
     # a replay of the same picture is refused by the server too
     code = page.evaluate("""async () => { const fd = new FormData(); fd.append('file', lastBlob, 'x');
       fd.append('dex_id', '4'); return (await fetch('/api/feedback', {method: 'POST', body: fd})).status; }""")
@@ -148,6 +149,9 @@ def test_not_a_pokemon_is_kept_as_a_negative(browser, served):
     page.wait_for_function("document.getElementById('fix-status').textContent.includes('not-pokemon001')",
                            timeout=10000)
     assert page.inner_text("#verdict") == "Corrected by you: Not a Pokémon" and page.inner_text("#dexno") == ""
+    page.reload()
+    page.evaluate("window.pageReady")  # kept in this browser: after a reload the entry still says so
+    assert "Corrected by you: Not a Pokémon" in page.inner_text("#history-list li:first-child")
     table = read_negatives(served["collect"] / "negatives")
     assert dict(zip(table.img_name, table.kind)) == {"not-pokemon001.png": "photo"}
     assert (served["collect"] / "negatives" / "images" / "not-pokemon001.png").read_bytes() == \

@@ -65,7 +65,8 @@ async function loadJSON(url) {
 
 // ------------------------------------------------------------------ language (the Pokédex facts)
 function pickLanguage() {
-  const saved = localStorage.getItem("pokedex-lang");
+  // ?lang= first: serve's page links here with its language
+  const saved = new URLSearchParams(location.search).get("lang") || localStorage.getItem("pokedex-lang");
   if (saved && dex.languages[saved]) return saved;
   const tags = Object.keys(dex.languages);
   for (const want of navigator.languages || [navigator.language]) {
@@ -98,6 +99,7 @@ function setupLanguage() {
   sel.addEventListener("change", () => {
     lang = sel.value;
     localStorage.setItem("pokedex-lang", lang);
+    if (config.server) localStorage.setItem("lang", lang);  // serve's page (same origin) keeps the choice too
     translatePage();
     if (window.pokedex.last) render(window.pokedex.last);
   });

@@ -65,6 +65,7 @@ class Where:
         self.clf, self.batcher, self.max_pending = clf, batcher, max_pending
         self.pending = 0  # requests running or waiting (read and written on the event loop only)
         self._model = None
+        self._explainer = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="where")  # one at a time: bounds CPU and memory
         self._turn: asyncio.Semaphore | None = None  # made inside the server's loop on first use
@@ -92,7 +93,9 @@ class Where:
         if explain:
             from pokemon_classifier.explain import Explainer, overlay
 
-            ex = Explainer(model, meta, self.clf.device)
+            if self._explainer is None:  # only this one thread explains: built once, reused
+                self._explainer = Explainer(model, meta, self.clf.device)
+            ex = self._explainer
             dex_id = result["topk"][0]["dex_id"]  # the answer's top guess, even when it is 'unknown'
             e = ex.explain(img, self.clf.class_ids.index(dex_id))
             buf = io.BytesIO()

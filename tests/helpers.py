@@ -214,3 +214,21 @@ def open_page(browser, served, locale="en-US", viewport=(1280, 800), **context):
     page.goto(served["url"])
     page.evaluate("window.pageReady")
     return page
+
+
+def fake_video_answer(page, served, body: dict, name: str = "clip.mp4") -> list[str]:
+    """Answer the page's next video upload with `body` (no real clip is decoded), upload a dummy clip,
+    and return the list the requested URLs are appended to."""
+    import json
+
+    seen = []
+
+    def answer(route):
+        seen.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/api/predict_video*", answer)
+    clip = served["root"] / name
+    clip.write_bytes(b"\0" * 64)
+    page.set_input_files("#video", str(clip))
+    return seen

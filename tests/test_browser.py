@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import chromium, CLASSES, draw_shape, open_page, served_app, tiny_checkpoint
+from helpers import chromium, CLASSES, draw_shape, fake_video_answer, open_page, served_app, tiny_checkpoint
 from pokemon_classifier import annotations, pokedex
 
 pytest.importorskip("fastapi")
@@ -212,8 +212,6 @@ def test_phone_viewport(browser, served, tmp_path):
 
 def test_video_verdict_with_pokemon_list_and_headline(browser, served):
     """The fields another part of the app adds later (`pokemon`, `headline`) are shown when present."""
-    import json
-
     body = {"frames": 6, "fps": 2.0, "lang": "de", "headline": "Pikachu, dann Glurak",
             "overall": pokedex.localize_result({"dex_id": 25, "name": "Pikachu", "probability": 0.6, "unknown": False,
                                                 "topk": [{"dex_id": 25, "name": "Pikachu", "probability": 0.6}]}, "de"),
@@ -224,16 +222,7 @@ def test_video_verdict_with_pokemon_list_and_headline(browser, served):
                 {"name": "Pikachu", "dex_id": 25, "ranges": [[0.0, 1.5]], "probability": 0.9},
                 {"name": "Charizard", "dex_id": 6, "ranges": [[1.5, 3.0], [4.0, 5.0]], "probability": 0.8}]}, "de")["pokemon"]}
     page = _open(browser, served, locale="de-DE")
-    seen = []
-
-    def answer(route):
-        seen.append(route.request.url)
-        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
-
-    page.route("**/api/predict_video*", answer)
-    clip = served["root"] / "clip.mp4"
-    clip.write_bytes(b"\0" * 64)
-    page.set_input_files("#video", str(clip))
+    seen = fake_video_answer(page, served, body)
     page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
     assert "lang=de" in seen[0]
     # the headline is the page's own, from the localized names (not the server's sentence in one language)
@@ -257,18 +246,12 @@ def test_video_verdict_with_pokemon_list_and_headline(browser, served):
 ])
 def test_video_verdict_names_the_pokemon_seen_not_the_mean_of_all_frames(browser, served, pokemon, headline, shown, hidden):
     """One Pokémon seen: its card and its own confidence; none: the headline, not the mean frame's top guess."""
-    import json
-
     body = {"frames": 10, "fps": 2.0, "lang": "en", "headline": headline,
             "overall": pokedex.localize_result({"dex_id": 25, "name": "Pikachu", "probability": 0.35, "unknown": False,
                                                 "topk": [{"dex_id": 25, "name": "Pikachu", "probability": 0.35}]}, "en"),
             "segments": [], "pokemon": pokedex.localize_video({"pokemon": pokemon}, "en")["pokemon"]}
     page = _open(browser, served)
-    page.route("**/api/predict_video*", lambda route: route.fulfill(status=200, content_type="application/json",
-                                                                    body=json.dumps(body)))
-    clip = served["root"] / "clip2.mp4"
-    clip.write_bytes(b"\0" * 64)
-    page.set_input_files("#video", str(clip))
+    fake_video_answer(page, served, body, "clip2.mp4")
     page.wait_for_function("document.getElementById('headline').textContent.length > 0", timeout=10000)
     verdict = page.inner_text("#verdict")
     assert all(x in verdict for x in shown) and not any(x in verdict for x in hidden), verdict

@@ -4,13 +4,12 @@ browser-only history, Share and the user's own picture in the card. One server (
 verdicts are known) and one browser for the module; skips where Chromium or Playwright is absent."""
 
 import io
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import chromium, open_page, served_app
+from helpers import chromium, fake_video_answer, open_page, served_app
 
 pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api")
@@ -256,11 +255,7 @@ def test_an_older_answer_without_pokemon_still_shows(browser, served):
             "probability": 0.6, "unknown": False, "topk": [{"dex_id": 25, "name": "Pikachu", "display_name": "Pikachu",
                                                             "probability": 0.6}]}}
     page = _open(browser, served)
-    page.route("**/api/predict_video*", lambda r: r.fulfill(status=200, content_type="application/json",
-                                                            body=json.dumps(body)))
-    clip = served["root"] / "old.mp4"
-    clip.write_bytes(b"\0" * 64)
-    page.set_input_files("#video", str(clip))
+    fake_video_answer(page, served, body, "old.mp4")
     page.wait_for_function("!document.getElementById('result').hidden")
     assert "Pikachu" in page.inner_text("#verdict") and page.locator("#bars .bar").count() == 1
     page.context.close()
